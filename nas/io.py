@@ -1,0 +1,176 @@
+"""Files that must never be half-written: atomic writes, safe checkpoints, run directories, metrics CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas import __version__
+from nas.config import config_hash, dump_yaml
+from nas.errors import UserError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "save_checkpoint",
+    "load_checkpoint",
+    "RunDir",
+    "MetricsLog",
+]
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temp file beside `path`, fsync it, then rename over `path` (all or nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Read JSON; a missing, truncated or malformed file is a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {p} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """`torch.save` into memory, then an atomic write: an interrupted save leaves the previous file intact."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` (no code runs); a corrupt or foreign file is a UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {p}")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt / unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {p} cannot be loaded safely: {first[:200]}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {p} does not hold a state dictionary")
+    return state
+
+
+class MetricsLog:
+    """One CSV per run, a row per epoch; columns grow as new keys appear (the file is rewritten atomically)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.is_file():
+            with self.path.open(newline="") as fh:
+                self.rows = [dict(r) for r in csv.DictReader(fh)]
+
+    def truncate(self, n_rows: int) -> None:
+        """Keep the first `n_rows` rows (used on resume so rows after the checkpoint are redone, not doubled)."""
+        self.rows = self.rows[:n_rows]
+        self._flush()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append({k: _fmt(v) for k, v in row.items()})
+        self._flush()
+
+    def _flush(self) -> None:
+        columns: list[str] = []
+        for r in self.rows:
+            columns.extend(k for k in r if k not in columns)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+class RunDir:
+    """`runs/<name>/`: resolved config, metrics CSV, log file, checkpoints and outputs of one job."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, cfg: Any, root: str | Path | None = None, name: str | None = None) -> RunDir:
+        """Make the folder, save the resolved config and provenance, attach a log file."""
+        root = Path(root if root is not None else cfg.run.root)
+        run = cls(root / (name if name is not None else cfg.run.name))
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.path / "config.yaml", dump_yaml(cfg))
+        atomic_write_json(
+            run.path / "provenance.json",
+            {
+                "nas_version": __version__,
+                "torch_version": torch.__version__,
+                "config_hash": config_hash(cfg),
+                "seed": cfg.run.seed,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        run.attach_log()
+        return run
+
+    def attach_log(self) -> None:
+        """Send the library's log records to `<run>/log.txt` as well as the console."""
+        target = str((self.path / "log.txt").resolve())
+        root = logging.getLogger()
+        if any(getattr(h, "baseFilename", None) == target for h in root.handlers):
+            return
+        handler = logging.FileHandler(target)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def metrics(self) -> MetricsLog:
+        return MetricsLog(self.path / "metrics.csv")
