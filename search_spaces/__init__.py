@@ -1,0 +1,1 @@
+"""What can be searched: operators, upsamplers, the multi-resolution supernet, architectures, teachers."""

@@ -1,0 +1,52 @@
+"""Named search spaces: `register_space` fills the registry, `space_spec(name)` returns its hyper-parameters.
+
+Tests are parametrised over `list_spaces()`, so a new space is tested the moment it is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from search_spaces.arch import SpaceSpec
+
+__all__ = ["register_space", "space_spec", "list_spaces"]
+
+_SPACES: dict[str, Callable[[], SpaceSpec]] = {}
+
+
+def register_space(name: str) -> Callable[[Callable[[], SpaceSpec]], Callable[[], SpaceSpec]]:
+    """Decorator registering a factory of a :class:`SpaceSpec`; a duplicate name raises."""
+
+    def deco(fn: Callable[[], SpaceSpec]) -> Callable[[], SpaceSpec]:
+        if name in _SPACES:
+            raise ValueError(f"search space '{name}' is already registered")
+        _SPACES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_spaces() -> tuple[str, ...]:
+    return tuple(_SPACES)
+
+
+def space_spec(name: str, **overrides: Any) -> SpaceSpec:
+    """The registered space `name` with some hyper-parameters replaced (None values are ignored)."""
+    if name not in _SPACES:
+        raise ValueError(f"unknown search space '{name}' (known: {', '.join(_SPACES)})")
+    spec = _SPACES[name]()
+    return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@register_space("fasterseg")
+def _fasterseg() -> SpaceSpec:
+    """FasterSeg's space: L=16 layers, Fch=12, scales 1/8–1/32, five operators, widths {4..12}/12."""
+    return SpaceSpec(name="fasterseg")
+
+
+@register_space("tiny")
+def _tiny() -> SpaceSpec:
+    """A small space for tests and quick runs: 5 layers, Fch=4, two widths."""
+    return SpaceSpec(name="tiny", layers=5, fch=4, widths=(0.5, 1.0))
