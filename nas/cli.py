@@ -20,6 +20,8 @@ __all__ = ["main", "build_parser", "add_config_args"]
 # Each module defines `register(subparsers)`; order is the order `nas --help` lists them.
 COMMAND_MODULES = (
     "nas.commands.data",
+    "nas.commands.arch",
+    "nas.commands.latency",
 )
 
 

@@ -1,0 +1,168 @@
+"""Datasets and loaders: the generated digit scenes (default) and Cityscapes, behind one small API.
+
+Every dataset item is a dict: "image" `float32 [3, H, W]` (ImageNet-normalised), "label" `int64 [H, W]`
+(ignore = 255), "index" int, and for digit scenes "size" `uint8 [H, W]` (0 = background/ignore, b ≥ 1 =
+pixel of an object in size bucket b, see :attr:`DatasetInfo.size_buckets`).
+
+Loaders are reproducible: the sampler draws both the order and a per-item augmentation seed from one
+seeded `torch.Generator`, so the same seed gives the same batches whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nas.config import DataConfig
+from nas.data import cityscapes as _cs
+from nas.data import digit_scenes as _ds
+from nas.data.transforms import denormalize, normalize
+from nas.errors import UserError
+
+__all__ = [
+    "DatasetInfo",
+    "dataset_info",
+    "build_dataset",
+    "build_loader",
+    "class_frequencies",
+    "class_weights",
+    "colorize",
+    "denormalize",
+    "normalize",
+]
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the pipeline needs to know about a dataset, without opening any file."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB per class, for previews and predictions
+    splits: tuple[str, ...]
+    size_buckets: tuple[str, ...] = ()  # names of the size-map values 1, 2, ...; empty when no size map
+    ignore_index: int = IGNORE_INDEX
+
+
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
+    """Classes, palette, splits and size buckets of the configured dataset."""
+    if cfg.name == "digit_scenes":
+        return DatasetInfo("digit_scenes", _ds.NUM_CLASSES, _ds.CLASS_NAMES, _ds.PALETTE, _ds.SPLITS,
+                           _ds.SIZE_BUCKETS)
+    if cfg.name == "cityscapes":
+        return DatasetInfo("cityscapes", _cs.NUM_CLASSES, _cs.CLASS_NAMES, _cs.PALETTE, _cs.SPLITS)
+    raise UserError(f"unknown dataset {cfg.name!r} (known: digit_scenes, cityscapes)")
+
+
+def build_dataset(cfg: DataConfig, split: str, augment: bool | None = None) -> Dataset:
+    """The `split` of the configured dataset; `augment` (default: train split only) turns on Cityscapes'
+    random scale/crop/flip. Digit scenes are generated (or loaded from the cache under `cfg.root`)."""
+    info = dataset_info(cfg)
+    if split not in info.splits:
+        raise UserError(f"{info.name} has splits {', '.join(info.splits)}, not {split!r}")
+    augment = split == "train" if augment is None else augment
+    if cfg.name == "digit_scenes":
+        count = cfg.num_train if split == "train" else cfg.num_val
+        return _ds.DigitScenes(cfg.root, split, count, cfg.image_size, cfg.seed)
+    return _cs.Cityscapes(cfg.root, split, cfg.image_size, augment=augment, scale_range=cfg.scale_range,
+                          flip=cfg.flip)
+
+
+class _SeededSampler(Sampler):
+    """Yields `(index, augment_seed)` keys; order (when shuffled) and seeds come from one seeded generator,
+    which advances every epoch."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int):
+        self.n, self.shuffle = n, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+def build_loader(
+    cfg: DataConfig,
+    split: str,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    drop_last: bool | None = None,
+    augment: bool | None = None,
+    dataset: Dataset | None = None,
+) -> DataLoader:
+    """A seeded DataLoader over `split`; shuffle and drop_last default to True for train only.
+
+    `dataset` reuses an already-built dataset (e.g. to share the digit-scene arrays between loaders).
+    """
+    is_train = split == "train"
+    shuffle = is_train if shuffle is None else shuffle
+    drop_last = is_train if drop_last is None else drop_last
+    batch_size = cfg.batch_size if batch_size is None else batch_size
+    workers = cfg.workers if workers is None else workers
+    if batch_size < 1:
+        raise UserError(f"data.batch_size must be positive, got {batch_size}")
+    ds = dataset if dataset is not None else build_dataset(cfg, split, augment)
+    if drop_last and len(ds) < batch_size:
+        raise UserError(f"{split} split has {len(ds)} images, fewer than one batch of {batch_size}")
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=_SeededSampler(len(ds), shuffle, seed),
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,
+    )
+
+
+def class_frequencies(dataset: Dataset) -> np.ndarray:
+    """Fraction of labelled pixels per class `[K]` (ignore pixels left out)."""
+    counts = np.asarray(dataset.label_counts(), dtype=np.float64)  # type: ignore[attr-defined]
+    total = counts.sum()
+    return counts / total if total > 0 else counts
+
+
+def class_weights(dataset: Dataset, method: str = "inv_sqrt") -> torch.Tensor:
+    """Per-class loss weights `float32 [K]` so the background does not swamp the loss.
+
+    `inv_sqrt`: w_c ∝ 1/√f_c; `median`: median-frequency balancing w_c = median(f) / f_c (Eigen & Fergus,
+    ICCV 2015, §4.1). Weights are scaled so the pixel-weighted mean Σ f_c w_c is 1 (the loss keeps its scale);
+    a class with no pixels gets the largest weight.
+    """
+    freq = class_frequencies(dataset)
+    present = freq > 0
+    if not present.any():
+        raise UserError("cannot compute class weights: the dataset has no labelled pixels")
+    w = np.zeros_like(freq)
+    if method == "inv_sqrt":
+        w[present] = 1.0 / np.sqrt(freq[present])
+    elif method == "median":
+        w[present] = np.median(freq[present]) / freq[present]
+    else:
+        raise ValueError(f"class weight method must be 'inv_sqrt' or 'median' but got {method!r}.")
+    w /= float((freq * w).sum())
+    w[~present] = w[present].max()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def colorize(label_map: np.ndarray | torch.Tensor, palette: tuple[tuple[int, int, int], ...] | list) -> np.ndarray:
+    """Class ids `[H, W]` → `uint8 [H, W, 3]`; ignore and ids outside the palette are black."""
+    ids = label_map.detach().cpu().numpy() if isinstance(label_map, torch.Tensor) else np.asarray(label_map)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    safe = np.where((ids >= 0) & (ids < len(palette)), ids, 255).astype(np.intp)
+    lut[255] = 0
+    return lut[safe]
