@@ -311,7 +311,10 @@ def load_architecture(path: str | Path) -> Architecture:
     """Read and validate an architecture JSON file; any problem is one line naming the file and field."""
     from nas.io import read_json
 
-    data = read_json(path, what="architecture file")
+    try:
+        data = read_json(path, what="architecture file")
+    except UserError as exc:  # missing or malformed file: still an architecture problem to the caller
+        raise ArchitectureError(str(exc)) from None
     try:
         return Architecture.from_dict(data)
     except ArchitectureError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from search_spaces.arch import SpaceSpec
 
-__all__ = ["register_space", "space_spec", "list_spaces"]
+__all__ = ["register_space", "space_spec", "list_spaces", "space_from_config"]
 
 _SPACES: dict[str, Callable[[], SpaceSpec]] = {}
 
@@ -50,3 +50,9 @@ def _fasterseg() -> SpaceSpec:
 def _tiny() -> SpaceSpec:
     """A small space for tests and quick runs: 5 layers, Fch=4, two widths."""
     return SpaceSpec(name="tiny", layers=5, fch=4, widths=(0.5, 1.0))
+
+
+def space_from_config(cfg: Any, num_classes: int) -> SpaceSpec:
+    """The SpaceSpec a `SpaceConfig` section describes, for a dataset with `num_classes` classes."""
+    return space_spec(cfg.name, layers=cfg.layers, fch=cfg.fch, ops=cfg.ops, widths=cfg.widths,
+                      num_classes=num_classes)
