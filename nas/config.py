@@ -24,6 +24,11 @@ __all__ = [
     "RunConfig",
     "DataConfig",
     "SpaceConfig",
+    "LatencyConfig",
+    "SearchConfig",
+    "DistillConfig",
+    "TrainConfig",
+    "ExportConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -82,12 +87,123 @@ class SpaceConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured and priced; a table is only valid for the conditions it was measured under."""
+
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    input_hw: tuple[int, int] = (256, 512)  # H, W the latency is measured and predicted at
+    batch: int = 1
+    threads: int = 2  # CPU threads while measuring (0 = torch's default)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    warmup: int = 5
+    repeats: int = 15  # median of this many timed runs per unit
+    cache_dir: str = "runs/latency_tables"  # tables cached here under a per-device key
+    table: str | None = None  # an explicit table file instead of the cache
+    force: bool = False  # use a table measured under other conditions
+    calibrate: int = 12  # whole networks measured to fit the table's correction (0 = none)
+    validate_n: int = 30  # random networks `nas latency validate` measures
+    validate_seed: int = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Bi-level search (FasterSeg's defaults scaled to the dataset): weights on split A, architecture on split B."""
+
+    warmup_epochs: int = 2  # weights only, architecture frozen, widths sandwich-sampled
+    epochs: int = 6  # alternating architecture / weight epochs after the warm-up
+    iters_per_epoch: int = 0  # 0 = one pass over split A
+    split_ratio: float = 0.5  # share of the train split used for weights (A); the rest (B) for the architecture
+    val_batches: int = 0  # val batches used to score the derived networks each epoch (0 = all)
+    weight_lr: float = 0.02  # SGD on weights (FasterSeg: 0.01–0.02)
+    weight_momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-4  # Adam on α, β, γ, upsamplers (FasterSeg: 3e-4, betas 0.5/0.999)
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 0.0
+    tau_start: float = 5.0  # Gumbel temperature, annealed geometrically over the search epochs
+    tau_end: float = 1.0
+    aux_weight: float = 0.2  # weight of the auxiliary heads' cross-entropy
+    class_weighted: bool = True  # weight the cross-entropy by inverse sqrt class frequency
+    teacher: bool = True  # co-search a full-width teacher (no latency term) and distil it into the student
+    kd_weight: float = 1.0  # pixel-wise KL from the teacher during search (0 = off)
+    kd_temperature: float = 1.0
+    distill: Literal["none", "pixel", "tutor"] = "pixel"  # the retraining distillation recorded in the architecture
+    tutor_path: Literal[4, 8] = 8  # the tutor's added high-resolution stream (1/4 or 1/8)
+    latency_target_ms: float = 0.0  # explicit target T at latency.input_hw; 0 = no latency term
+    latency_loss: Literal["hinge", "mnas"] = "hinge"
+    latency_weight: float = 1.0
+    latency_exponent: float = 2.0  # β of the mnas form (Lat/T)^β
+    latency_adapt: bool = True  # double / halve the weight after each epoch the derived network misses the target
+    fine_grained: bool = False  # FasterSeg's decoupled α/β/γ latency weighting (0.002 / 0.994 / 0.004)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Distillation for retraining: which losses (teacher → tutor → student), their weights and schedule."""
+
+    losses: tuple[str, ...] = ()  # any of: pixel, pairwise, cwd, holistic, feature; () = no KD
+    teacher: str | None = None  # a trained teacher's model file (model.pt of `nas train --model teacher`)
+    tutor: Literal["auto", "none", "tutor"] = "auto"  # auto: as the architecture's distill.mode says
+    tutor_path: Literal[4, 8] = 8  # the tutor's extra high-resolution stream (1/4 or 1/8)
+    tutor_epochs: int = 0  # epochs to train the tutor from the teacher before it teaches (0 = train.epochs)
+    temperature: float = 1.0  # pixel KL temperature
+    pixel_weight: float = 1.0
+    pairwise_weight: float = 0.5
+    pairwise_pool: int = 2
+    cwd_weight: float = 3.0
+    cwd_temperature: float = 4.0
+    holistic_weight: float = 0.1
+    holistic_lr: float = 4e-4
+    feature_weight: float = 1.0
+    warmup_epochs: int = 0  # KD weights ramp linearly from 0 over these epochs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Retraining a derived network (or training a teacher) from scratch: FasterSeg's recipe scaled down."""
+
+    model: Literal["student", "teacher"] = "student"
+    teacher_arch: Literal["hrnet", "searched"] = "hrnet"  # what `--model teacher` trains
+    hrnet_preset: str = "w18_small"
+    epochs: int = 10
+    iters_per_epoch: int = 0  # 0 = one pass over the train split
+    lr: float = 0.01  # SGD, poly decay (power 0.9)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0  # 0 = off
+    ohem_thresh: float = 0.7  # OHEM cross-entropy on the main head (1.0 = plain CE)
+    ohem_min_kept: int = 10_000
+    aux_weight: float = 0.2  # CE weight of each auxiliary head
+    class_weighted: bool = True
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    eval_every: int = 1  # epochs between val evaluations (the last epoch is always evaluated)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export: formats, the numeric check against eager, and the latency measured for each backend."""
+
+    formats: tuple[str, ...] = ("torchscript", "onnx", "json")
+    input_hw: tuple[int, int] = (0, 0)  # export / benchmark input size; (0, 0) = the data's image_size
+    atol: float = 1e-4  # max |exported − eager| allowed on the logits
+    opset: int = 17
+    measure_latency: bool = True
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The whole pipeline's configuration, one section per stage."""
 
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 # --------------------------------------------------------------------------- conversion

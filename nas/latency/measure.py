@@ -1,0 +1,201 @@
+"""Timing a module on a device and backend: median of repeated runs after warm-up.
+
+Backends are pluggable (:class:`LatencyBackend`): torch eager on CPU (threads configurable) or CUDA (CUDA
+events, synchronised), and ONNX Runtime on CPU. Each reports the identity of what it measured on
+(:meth:`LatencyBackend.provenance`), which a latency table carries so it is never used on another device.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from nas.errors import UserError
+
+__all__ = [
+    "LatencyBackend",
+    "TorchBackend",
+    "OnnxRuntimeBackend",
+    "BACKENDS",
+    "create_backend",
+    "device_name",
+    "median_ms",
+]
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable identity of the device: the GPU's name or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_name()} ({platform.machine()})"
+
+
+def median_ms(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None,
+              min_run_ms: float = 2.0) -> float:
+    """Median wall time of `fn` in ms. Calls shorter than `min_run_ms` are batched so the timer's own
+    resolution and the loop overhead do not dominate."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    single = (time.perf_counter() - t0) * 1e3
+    inner = max(1, int(min_run_ms / max(single, 1e-3)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t0) * 1e3 / inner)
+    return statistics.median(samples)
+
+
+class LatencyBackend(Protocol):
+    """Measures the latency of a module for a given input shape."""
+
+    name: str
+
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
+        """Median latency in ms of `module(*inputs)` with zero-filled inputs of the given shapes."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """What identifies the measurement conditions (device, backend, dtype, threads, versions)."""
+        ...
+
+
+class TorchBackend:
+    """torch eager, inference mode; CUDA timing with events after synchronisation."""
+
+    name = "torch"
+
+    def __init__(self, device: torch.device, threads: int = 0, dtype: torch.dtype = torch.float32,
+                 warmup: int = 5, repeats: int = 15):
+        self.device, self.threads, self.dtype = device, threads, dtype
+        self.warmup, self.repeats = warmup, repeats
+        if threads > 0 and device.type == "cpu":
+            torch.set_num_threads(threads)
+
+    def _inputs(self, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        return [torch.randn(s, device=self.device, dtype=self.dtype) for s in shapes]
+
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
+        module = module.to(self.device, self.dtype).eval()
+        inputs = self._inputs(input_shapes)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                return self._measure_cuda(module, inputs)
+            return median_ms(lambda: module(*inputs), self.warmup, self.repeats)
+
+    def _measure_cuda(self, module: nn.Module, inputs: list[torch.Tensor]) -> float:
+        for _ in range(self.warmup):
+            module(*inputs)
+        torch.cuda.synchronize(self.device)
+        samples = []
+        for _ in range(self.repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            module(*inputs)
+            end.record()
+            torch.cuda.synchronize(self.device)
+            samples.append(start.elapsed_time(end))
+        return statistics.median(samples)
+
+    def provenance(self) -> dict[str, Any]:
+        threads = torch.get_num_threads() if self.device.type == "cpu" else None
+        return {
+            "backend": self.name,
+            "device_type": self.device.type,
+            "device": device_name(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "threads": threads,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if self.device.type == "cuda" else None,
+        }
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on CPU: the module is exported to ONNX in memory, then timed in an InferenceSession."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 0, warmup: int = 5, repeats: int = 15):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("the onnxruntime backend needs the 'onnx' extra: pip install '.[onnx]'") from None
+        self.ort, self.threads = ort, threads
+        self.warmup, self.repeats = warmup, repeats
+
+    def session(self, module: nn.Module, input_shapes: list[tuple[int, ...]]):
+        """An ORT session for `module` (exported with the legacy TorchScript-based exporter)."""
+        module = module.cpu().float().eval()
+        inputs = tuple(torch.zeros(s) for s in input_shapes)
+        buf = io.BytesIO()
+        names = [f"x{i}" for i in range(len(inputs))]
+        with torch.no_grad():
+            torch.onnx.export(module, inputs, buf, input_names=names, opset_version=17, dynamo=False)
+        opts = self.ort.SessionOptions()
+        if self.threads > 0:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return self.ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"]), names
+
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
+        import numpy as np
+
+        sess, names = self.session(module, input_shapes)
+        feed = {n: np.random.default_rng(0).standard_normal(s).astype("float32") for n, s in zip(names, input_shapes)}
+        return median_ms(lambda: sess.run(None, feed), self.warmup, self.repeats)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "device_type": "cpu",
+            "device": device_name(torch.device("cpu")),
+            "dtype": "float32",
+            "threads": self.threads or None,
+            "onnxruntime": self.ort.__version__,
+            "torch": torch.__version__,
+        }
+
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def create_backend(name: str, device: torch.device, threads: int = 0, warmup: int = 5,
+                   repeats: int = 15) -> LatencyBackend:
+    """A backend by name; ONNX Runtime runs on CPU only."""
+    if name == "torch":
+        return TorchBackend(device, threads=threads, warmup=warmup, repeats=repeats)
+    if name == "onnxruntime":
+        if device.type != "cpu":
+            raise UserError("the onnxruntime backend measures on CPU only (use --device cpu)")
+        return OnnxRuntimeBackend(threads=threads, warmup=warmup, repeats=repeats)
+    raise UserError(f"unknown latency backend '{name}' (known: {', '.join(BACKENDS)})")

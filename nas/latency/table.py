@@ -1,0 +1,170 @@
+"""Latency lookup tables: measured unit latencies stamped with where and how they were measured.
+
+A table is JSON: ``provenance`` (device, backend, dtype, batch, threads, input size, space, library versions,
+date), ``entries`` (unit key → median ms) and an optional ``correction`` (measured ≈ scale · Σ entries +
+offset, fitted on whole networks, because a network is not exactly the sum of its parts: operator fusion,
+cache effects between consecutive layers, and per-call framework overhead). Unlike FasterSeg's table, ours is
+refused on another device, backend, dtype, batch, thread count or input size unless the user forces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas import __version__
+from nas.errors import UserError
+from nas.io import atomic_write_json, read_json
+from nas.latency.measure import LatencyBackend
+from nas.latency.units import Unit, record_unit_calls
+
+__all__ = ["LatencyTable", "TableMismatch", "build_table", "cache_key", "TABLE_VERSION"]
+
+log = logging.getLogger(__name__)
+
+TABLE_VERSION = 1
+# provenance fields that must match for a table to describe this run's latency
+_MUST_MATCH = ("device", "backend", "dtype", "batch", "threads", "input_hw")
+
+
+class TableMismatch(UserError):
+    """A table measured under other conditions than the current run's."""
+
+
+@dataclass
+class LatencyTable:
+    provenance: dict[str, Any]
+    entries: dict[str, float] = field(default_factory=dict)
+    correction: dict[str, float] | None = None
+    path: Path | None = None
+
+    # ---------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        return {"table_version": TABLE_VERSION, "provenance": self.provenance, "entries": self.entries,
+                "correction": self.correction}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no path to save the latency table to")
+        self.path = target
+        return atomic_write_json(target, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        data = read_json(path, what="latency table")
+        if not isinstance(data, dict) or "entries" not in data or "provenance" not in data:
+            raise UserError(f"latency table {path} lacks 'provenance' or 'entries'")
+        if data.get("table_version") != TABLE_VERSION:
+            raise UserError(f"latency table {path} has version {data.get('table_version')!r}, expected {TABLE_VERSION}")
+        entries = data["entries"]
+        if not isinstance(entries, dict) or not all(isinstance(v, (int, float)) for v in entries.values()):
+            raise UserError(f"latency table {path}: 'entries' must map keys to milliseconds")
+        return cls(provenance=data["provenance"], entries={k: float(v) for k, v in entries.items()},
+                   correction=data.get("correction"), path=Path(path))
+
+    # ---------------------------------------------------------------- use
+    def check_compatible(self, current: dict[str, Any], force: bool = False) -> None:
+        """Refuse (TableMismatch) when the table was measured under other conditions, unless `force`."""
+        diffs = [
+            f"{k} {self.provenance.get(k)!r} vs {current.get(k)!r}"
+            for k in _MUST_MATCH
+            if k in current and _norm(self.provenance.get(k)) != _norm(current.get(k))
+        ]
+        if diffs and not force:
+            where = f" {self.path}" if self.path else ""
+            raise TableMismatch(
+                f"latency table{where} was measured under other conditions ({'; '.join(diffs)}); "
+                "rebuild it with `nas latency build` or force it with --force-table"
+            )
+        if diffs:
+            log.warning("using latency table measured under other conditions: %s", "; ".join(diffs))
+
+    def lookup(self, key: str) -> float:
+        try:
+            return self.entries[key]
+        except KeyError:
+            where = f" {self.path}" if self.path else ""
+            raise UserError(
+                f"latency table{where} has no entry '{key}': it was built for another space or input size"
+            ) from None
+
+    def sum_ms(self, keys: Iterable[str]) -> float:
+        return float(sum(self.lookup(k) for k in keys))
+
+    def corrected(self, raw_ms: float) -> float:
+        """Apply the fitted whole-network correction (identity if none was fitted)."""
+        if not self.correction:
+            return raw_ms
+        return self.correction["scale"] * raw_ms + self.correction["offset_ms"]
+
+    def predict_model(self, model: nn.Module, input_shape: tuple[int, ...], corrected: bool = True) -> float:
+        """Predicted latency (ms) of a built network: the sum of its units' entries, then the correction."""
+        device = next(model.parameters()).device
+        keys = record_unit_calls(model, torch.zeros(input_shape, device=device))
+        raw = self.sum_ms(keys)
+        return self.corrected(raw) if corrected else raw
+
+    def slowest(self, n: int = 10) -> list[tuple[str, float]]:
+        return sorted(self.entries.items(), key=lambda kv: -kv[1])[:n]
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def cache_key(provenance: dict[str, Any]) -> str:
+    """A file-name-safe key for the conditions a table is valid for."""
+    fields = {k: _norm(provenance.get(k)) for k in (*_MUST_MATCH, "space", "torch", "onnxruntime", "widths")}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    dev = "".join(ch if ch.isalnum() else "-" for ch in str(provenance.get("device", "dev")))[:40].strip("-")
+    return f"{provenance.get('backend')}-{dev}-{digest}"
+
+
+def build_table(
+    units: list[Unit],
+    backend: LatencyBackend,
+    provenance: dict[str, Any],
+    path: Path,
+    progress: bool = True,
+    save_every: int = 10,
+) -> LatencyTable:
+    """Measure every unit not yet in the table at `path` (resuming a partial one), saving as it goes.
+
+    An interruption (Ctrl-C) saves what was measured and re-raises; the next call continues from there.
+    """
+    from tqdm import tqdm
+
+    table = LatencyTable(provenance=provenance, path=path)
+    if path.is_file():
+        old = LatencyTable.load(path)
+        if cache_key(old.provenance) == cache_key(provenance):
+            table.entries = dict(old.entries)
+            table.correction = old.correction
+    todo = [u for u in units if u.key not in table.entries]
+    if not todo:
+        return table
+    log.info("measuring %d of %d units (%d cached) on %s", len(todo), len(units), len(units) - len(todo),
+             provenance.get("device"))
+    table.provenance["complete"] = False
+    try:
+        for i, unit in enumerate(tqdm(todo, desc="latency", disable=not progress, unit="op")):
+            with torch.no_grad():
+                table.entries[unit.key] = backend.measure(unit.make(), list(unit.shapes))
+            if (i + 1) % save_every == 0:
+                table.save()
+    finally:
+        table.provenance["complete"] = len(table.entries) >= len({u.key for u in units})
+        table.provenance["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        table.provenance["nas_version"] = __version__
+        table.save()
+    return table
