@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from search_spaces.arch import Architecture
+from search_spaces.builder import build_network
+from search_spaces.derive import best_route, derive, min_depth
+from search_spaces.fasterseg import Supernet
+from search_spaces.registry import list_spaces, space_spec
+
+BIG = 10.0
+
+
+def _net(name: str = "tiny", layers: int | None = None, seed: int = 0) -> Supernet:
+    torch.manual_seed(seed)
+    return Supernet(space_spec(name, layers=layers), 4)
+
+
+def _randomise(net: Supernet, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+def _set_beta(net: Supernet, arch_set: str, node: tuple[int, int], choice: int) -> None:
+    """Make node (layer, si) take input `choice` (0 keep, 1 down) with probability ≈ 1."""
+    layer, si = node
+    with torch.no_grad():
+        row = net.arch[arch_set].beta[si - 1][layer - si - 1]
+        row.copy_(torch.tensor([BIG, -BIG] if choice == 0 else [-BIG, BIG]))
+
+
+def _set_alpha(net: Supernet, arch_set: str, logits: list[float], jitter: float = 0.0) -> None:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for a in net.arch[arch_set].alpha:
+            a.copy_(torch.tensor(logits).expand_as(a) + jitter * torch.rand(a.shape, generator=g))
+
+
+def _route_of(branch) -> list[int]:
+    return [c.scale for c in branch.cells]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", list_spaces())
+def test_derived_architecture_round_trips_builds_and_scripts(name):
+    net = _net(name)
+    _randomise(net, 3)
+    for arch_set in ("student", "teacher"):
+        arch = derive(net, arch_set)
+        again = Architecture.from_dict(json.loads(json.dumps(arch.to_dict())))
+        assert again == arch
+        model = build_network(again).eval()
+        x = torch.randn(1, 3, 64, 128)
+        with torch.no_grad():
+            eager = model(x)["logits"]
+            scripted = torch.jit.script(model)(x)["logits"]
+        assert eager.shape == (1, 4, 64, 128)
+        assert torch.allclose(eager, scripted, atol=1e-5)
+
+
+def test_hand_set_beta_forces_the_route():
+    net = _net("tiny")  # L = 5
+    for layer in range(2, 5):
+        _set_beta(net, "student", (layer, 1), 0)
+    _set_beta(net, "student", (3, 1), 1)  # enter 1/16 at layer 3 from (2, 1/8)
+    _set_beta(net, "student", (4, 2), 1)  # 1/32 at layer 4 from (3, 1/16)
+    _set_beta(net, "student", (3, 2), 0)
+    probs = net.arch_probs("student")
+    assert best_route(probs["beta"], 5, 1)[0] == [0, 0, 0, 1, 1]
+    assert best_route(probs["beta"], 5, 2)[0] == [0, 0, 0, 1, 2]
+    _set_alpha(net, "student", [0.0, 5.0, 0.0, 0.0, 0.0])  # conv everywhere: no skip removal
+    with torch.no_grad():
+        for g in net.arch["student"].gamma:
+            g.copy_(torch.tensor([BIG, 0.0]).expand_as(g))  # narrowest width
+    arch = derive(net, "student", branches="32,16")
+    b32, b16 = arch.branches
+    assert _route_of(b32) == [8, 8, 8, 16, 32] and _route_of(b16) == [8, 8, 8, 16, 16]
+    assert all(c.op == "conv" for c in b32.cells)
+    assert [c.width for c in b16.cells[:-1]] == [0.5] * 4 and b16.cells[-1].width == pytest.approx(8 / 12)
+    assert arch.meta["probabilities"]["route"]["1/16"] > 0.99
+
+
+def test_auto_branch_pair_follows_route_confidence():
+    net = _net("tiny")
+    _set_beta(net, "student", (3, 1), 1)
+    _set_beta(net, "student", (4, 2), 1)
+    with torch.no_grad():
+        net.arch["student"].beta[0][2].zero_()  # node (4, 1/16): a coin flip
+    arch = derive(net, "student")
+    assert [b.scale for b in arch.branches] == [32, 8]
+    _set_beta(net, "student", (4, 1), 0)  # now as confident as the 1/32 route
+    assert [b.scale for b in derive(net, "student").branches] == [32, 16]
+    assert [b.scale for b in derive(net, "student", branches="32,8").branches] == [32, 8]
+
+
+def test_all_skip_respects_minimum_depth():
+    net = _net("tiny", layers=9)
+    _set_alpha(net, "student", [5.0, 1.0, 0.0, 0.0, 0.0], jitter=0.5)
+    arch = derive(net, "student", branches="32,8")
+    b32, b8 = arch.branches
+    assert len(b32.cells) == min_depth(9, 2) == 7
+    assert len(b8.cells) == min_depth(9, 0) == 3
+    assert arch.meta["at_min_depth"] == {"1/32": True, "1/8": True}
+    assert arch.meta["min_depth"] == {"1/32": 7, "1/8": 3}
+    build_network(arch)
+    deeper = derive(net, "student", branches="32,8", min_depth_rule=False)
+    assert len(deeper.branches[1].cells) == 1
+
+
+def test_a_branch_is_never_all_skip_between_downsamples():
+    net = _net("tiny", layers=9)
+    _set_alpha(net, "student", [5.0, 1.0, 0.0, 0.0, 0.0], jitter=0.5)
+    _set_beta(net, "student", (2, 1), 1)
+    _set_beta(net, "student", (5, 2), 1)
+    for layer in range(3, 9):
+        _set_beta(net, "student", (layer, 1), 0)
+    for layer in range(6, 9):
+        _set_beta(net, "student", (layer, 2), 0)
+    arch = derive(net, "student", branches="32,8", min_depth_rule=False)
+    b32 = arch.branches[0]
+    strides = b32.strides()
+    downs = [i for i, s in enumerate(strides) if s == 2]
+    assert len(downs) == 2
+    for a, b in zip(downs, [*downs[1:], len(b32.cells)]):
+        between = [c.op for c in b32.cells[a + 1:b]]
+        assert between and any(op != "skip" for op in between), (a, b, between)
+    # skips of the 1/8 prefix (before the first down) may all go
+    assert b32.cells[0].op == "skip" and downs[0] == 0
+
+
+def test_teacher_derives_full_width():
+    net = _net("tiny")
+    _randomise(net, 1)
+    arch = derive(net, "teacher")
+    assert arch.kind == "teacher" and arch.stem_width == 1.0 and arch.head_width == 1.0
+    assert all(c.width == 1.0 for b in arch.branches for c in b.cells)
+
+
+def test_derive_is_deterministic_and_rejects_unknown_pairs():
+    net = _net("tiny")
+    _randomise(net, 2)
+    assert derive(net).to_dict() == derive(net).to_dict()
+    with pytest.raises(ValueError, match="branches"):
+        derive(net, branches="16,8")
