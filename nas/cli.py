@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "nas.commands.data",
     "nas.commands.arch",
     "nas.commands.latency",
+    "nas.commands.search",
+    "nas.commands.train",
+    "nas.commands.export",
+    "nas.commands.predict",
 )
 
 

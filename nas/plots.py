@@ -60,8 +60,9 @@ def render_trellis(diagram: TrellisDiagram, path: str | Path, title: str = "") -
             ax.plot(xs[:n_shared], ys[:n_shared], color="black", lw=12, alpha=0.15, zorder=0,
                     solid_capstyle="round")
         for (x, _, op, width), y in zip(pts, ys):
-            ax.scatter([x], [y], s=40 + 160 * width, marker=_MARKERS.get(op, "o"), color=colour,
-                       edgecolors="black", linewidths=0.5, zorder=2)
+            marker = _MARKERS.get(op, "o")
+            edge = {} if marker == "x" else {"edgecolors": "black", "linewidths": 0.5}
+            ax.scatter([x], [y], s=40 + 160 * width, marker=marker, color=colour, zorder=2, **edge)
     ax.set_yticks(range(len(diagram.scales)), [f"1/{s}" for s in diagram.scales])
     ax.set_ylim(len(diagram.scales) - 0.5, -0.5)
     ax.set_xlabel("cell (layer)")

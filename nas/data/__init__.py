@@ -25,6 +25,7 @@ from nas.errors import UserError
 
 __all__ = [
     "DatasetInfo",
+    "KeyedSubset",
     "dataset_info",
     "build_dataset",
     "build_loader",
@@ -90,6 +91,21 @@ class _SeededSampler(Sampler):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
         return iter(zip(order.tolist(), seeds.tolist()))
+
+
+class KeyedSubset(Dataset):
+    """A subset of a dataset that accepts the loader's `(index, augment_seed)` keys (torch's Subset does not)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], key[1])]
+        return self.dataset[self.indices[key]]
 
 
 def build_loader(

@@ -35,9 +35,9 @@ def _logits(shape, seed):
 def _params(seed: int = 0):
     """Architecture logits in ArchProbs' layout for a single branch ending at 1/32 (L = 4)."""
     L, S = SPEC.layers, len(SPEC.scales)
-    alpha = {(l, s): _logits(len(SPEC.ops), seed + 10 * l + s) for l in range(L) for s in range(S) if l >= s}
-    beta = {(l, s): _logits(2, seed + 100 + 10 * l + s) for l in range(L) for s in range(1, S) if l > s}
-    gamma = {(l, s): _logits(len(SPEC.widths), seed + 200 + 10 * l + s) for l in range(1, L) for s in range(S) if l >= s}
+    alpha = {(ly, s): _logits(len(SPEC.ops), seed + 10 * ly + s) for ly in range(L) for s in range(S) if ly >= s}
+    beta = {(ly, s): _logits(2, seed + 100 + 10 * ly + s) for ly in range(L) for s in range(1, S) if ly > s}
+    gamma = {(ly, s): _logits(len(SPEC.widths), seed + 200 + 10 * ly + s) for ly in range(1, L) for s in range(S) if ly >= s}
     for t in (*alpha.values(), *beta.values(), *gamma.values()):
         t.requires_grad_(True)
     return alpha, beta, gamma
@@ -125,11 +125,11 @@ def test_one_hot_probabilities_give_the_exact_table_latency_of_that_network():
     exact = table.sum_ms(record_unit_calls(net, torch.zeros(1, 3, *HW)))
     route = [SPEC.scales.index(c.scale) for c in cells]
     hot = lambda n, i: torch.nn.functional.one_hot(torch.tensor(i), n).double()  # noqa: E731
-    alpha = {(l, s): hot(len(SPEC.ops), SPEC.ops.index(cells[l].op) if route[l] == s else 0)
-             for l in range(4) for s in range(3) if l >= s}
-    beta = {(l, s): hot(2, int(route[l - 1] < s) if route[l] == s else 0) for l in range(4) for s in range(1, 3) if l > s}
-    gamma = {(l, s): hot(2, SPEC.widths.index(cells[l - 1].width) if route[l] == s else 0)
-             for l in range(1, 4) for s in range(3) if l >= s}
+    alpha = {(ly, s): hot(len(SPEC.ops), SPEC.ops.index(cells[ly].op) if route[ly] == s else 0)
+             for ly in range(4) for s in range(3) if ly >= s}
+    beta = {(ly, s): hot(2, int(route[ly - 1] < s) if route[ly] == s else 0) for ly in range(4) for s in range(1, 3) if ly > s}
+    gamma = {(ly, s): hot(2, SPEC.widths.index(cells[ly - 1].width) if route[ly] == s else 0)
+             for ly in range(1, 4) for s in range(3) if ly >= s}
     one = torch.tensor([1.0, 0.0], dtype=torch.float64)
     probs = ArchProbs(alpha, beta, gamma, {(32, 0): one, (32, 1): one}, one)
     assert ExpectedLatency(table, SPEC, HW, STEM, HEAD, branches=(32,))(probs).item() == pytest.approx(exact)

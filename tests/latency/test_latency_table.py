@@ -8,7 +8,7 @@ import torch
 from nas.errors import UserError
 from nas.latency.measure import median_ms
 from nas.latency.table import LatencyTable, TableMismatch, build_table, cache_key
-from nas.latency.units import enumerate_units, record_unit_calls
+from nas.latency.units import enumerate_units
 from search_spaces.arch import SpaceSpec
 
 SPEC = SpaceSpec(name="t", layers=4, fch=2, ops=("skip", "conv", "zoomed_conv_2x"), widths=(0.5, 1.0), num_classes=3)

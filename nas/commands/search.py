@@ -1,0 +1,50 @@
+"""`nas search`: latency-constrained teacher–student co-search; writes the derived architectures and plots."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from nas.cli import add_config_args
+
+    p = sub.add_parser("search", help="search an architecture under a latency target (resumable)")
+    add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from nas.cli import config_from_args
+    from nas.io import load_checkpoint
+    from nas.plots import evolution_data, render_evolution, render_trellis, trellis_diagram
+    from nas.search import run_search
+    from nas.search.loop import CHECKPOINT
+
+    cfg = config_from_args(args)
+    try:
+        result = run_search(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"nas search: interrupted; the last finished epoch is saved in {cfg.run.root}/{cfg.run.name}/"
+              f"{CHECKPOINT}: continue with --resume", file=sys.stderr)
+        return 130
+    run = result.run_dir
+    history = load_checkpoint(run.file(CHECKPOINT)).get("history", [])
+    spec = result.student.space
+    render_evolution(evolution_data(history, spec.ops, spec.widths), run.file("arch_evolution.png"),
+                     title=f"search {cfg.run.name}")
+    render_trellis(trellis_diagram(result.student), run.file("student_trellis.png"), title="derived student")
+    if result.teacher is not None:
+        render_trellis(trellis_diagram(result.teacher), run.file("teacher_trellis.png"), title="derived teacher")
+    print("\n".join(result.student.summary_lines()))
+    if result.student_latency_ms is not None:
+        print(f"table latency of the student: {result.student_latency_ms:.2f} ms "
+              f"(target {cfg.search.latency_target_ms:g} ms at {cfg.latency.input_hw[0]}x{cfg.latency.input_hw[1]})")
+    print(f"results: {run.path}/ (student.arch.json, teacher.arch.json, metrics.csv, arch_evolution.png)")
+    return 0

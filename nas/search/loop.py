@@ -1,0 +1,374 @@
+"""The search job: weight warm-up, then alternating architecture and weight steps, one checkpoint per epoch.
+
+FasterSeg's bi-level schedule (DESIGN §4): the train split is cut into A (weights, SGD) and B (architecture,
+Adam). Each search iteration first takes an architecture step on a B batch — student loss = CE + KD from the
+co-searched teacher + latency term, teacher loss = CE — then a weight step on an A batch for both sets. The
+warm-up trains weights only, with the student's widths sandwich-sampled (widest, narrowest, random).
+
+Every epoch writes a metrics row, the derived `student.arch.json` / `teacher.arch.json`, and a checkpoint
+(atomically). Data order and Gumbel noise are seeded per epoch, so resuming from a checkpoint repeats exactly
+what an uninterrupted run would have done (on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nas.config import ExperimentConfig, config_hash
+from nas.data import KeyedSubset, build_dataset, build_loader, class_weights, dataset_info
+from nas.device import resolve_device, seed_everything, set_threads
+from nas.distill import create_kd_loss
+from nas.errors import UserError
+from nas.evaluate import evaluate
+from nas.io import RunDir, load_checkpoint, save_checkpoint
+from nas.latency import ArchProbs, ExpectedLatency, latency_loss
+from nas.latency.cache import open_table
+from nas.train.losses import OhemCrossEntropy
+from search_spaces.arch import Architecture, save_architecture
+from search_spaces.builder import build_network
+from search_spaces.derive import derive
+from search_spaces.fasterseg import Supernet, create_supernet
+
+__all__ = ["SearchResult", "run_search", "arch_entropies"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "search.ckpt"
+_FINE_GRAINED = (0.002, 0.994, 0.004)  # FasterSeg's α / β / γ latency weights
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    student: Architecture
+    teacher: Architecture | None
+    run_dir: RunDir
+    student_latency_ms: float | None
+
+
+def arch_entropies(probs: dict[str, Any]) -> dict[str, float]:
+    """Mean entropy (nats) of the α, β, γ and upsampler distributions: how undecided the search still is."""
+    out = {}
+    for kind in ("alpha", "beta", "gamma", "upsample"):
+        dists = list(probs.get(kind, {}).values())
+        if dists:
+            ent = torch.stack([-(p * p.clamp_min(1e-12).log()).sum() for p in dists]).mean()
+            out[f"entropy_{kind}"] = float(ent.detach())
+    return out
+
+
+class _Argmax(nn.Module):
+    """The supernet with every choice at its argmax (no noise), scored on the val split each epoch: a close
+    proxy of the derived network with the supernet's shared weights (derivation picks the most probable route
+    per branch, this picks each node's most probable input)."""
+
+    def __init__(self, net: Supernet, arch_set: str):
+        super().__init__()
+        self.net, self.arch_set = net, arch_set
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(x, self.arch_set, tau=1.0, argmax=True)
+
+
+def _splits(cfg: ExperimentConfig):
+    train = build_dataset(cfg.data, "train")
+    n = len(train)
+    g = torch.Generator().manual_seed(cfg.run.seed)
+    order = torch.randperm(n, generator=g).tolist()
+    n_a = int(round(n * cfg.search.split_ratio))
+    if n_a < cfg.data.batch_size or n - n_a < cfg.data.batch_size:
+        raise UserError(f"the train split ({n} images) is too small to cut into A/B batches of {cfg.data.batch_size}")
+    return train, KeyedSubset(train, order[:n_a]), KeyedSubset(train, order[n_a:])
+
+
+class SearchJob:
+    """State and steps of one search run (construct, then :meth:`run`)."""
+
+    def __init__(self, cfg: ExperimentConfig, run: RunDir):
+        self.cfg, self.run = cfg, run
+        sc = cfg.search
+        set_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed)
+        self.device = resolve_device(cfg.run.device)
+        self.info = dataset_info(cfg.data)
+        self.train, self.split_a, self.split_b = _splits(cfg)
+        self.val = build_dataset(cfg.data, "val")
+        self.net = create_supernet(cfg.space, self.info.num_classes).to(self.device)
+        self.sets = ("student", "teacher") if sc.teacher else ("student",)
+        weight = class_weights(self.train).to(self.device) if sc.class_weighted else None
+        self.ce = OhemCrossEntropy(thresh=1.0, weight=weight, ignore_index=self.info.ignore_index)
+        self.kd = create_kd_loss("pixel", temperature=sc.kd_temperature, ignore_index=self.info.ignore_index)
+        self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=sc.weight_lr, momentum=sc.weight_momentum,
+                                     weight_decay=sc.weight_decay)
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=sc.arch_lr, betas=sc.arch_betas,
+                                      weight_decay=sc.arch_weight_decay)
+        self.latency_weight = sc.latency_weight
+        self.expected = None
+        self.table = None
+        if sc.latency_target_ms > 0:
+            spec = self.net.spec
+            stems = (cfg.space.student_stem_width, 1.0)
+            heads = (cfg.space.student_head_width, 1.0)
+            self.table = open_table(cfg.latency, spec, stems, heads, device=self.device)
+            self.expected = ExpectedLatency(self.table, spec, tuple(cfg.latency.input_hw), stems[0], heads[0],
+                                            branches=self.net.main_branches)
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.search.warmup_epochs + self.cfg.search.epochs
+
+    def tau(self, epoch: int) -> float:
+        sc = self.cfg.search
+        k = epoch - sc.warmup_epochs
+        if k < 0 or sc.epochs <= 1:
+            return sc.tau_start
+        return sc.tau_start * (sc.tau_end / sc.tau_start) ** (k / (sc.epochs - 1))
+
+    def _loader(self, subset, epoch: int, salt: int) -> DataLoader:
+        seed = (self.cfg.run.seed * 1_000_003 + epoch * 7919 + salt) % (2**31)
+        return build_loader(self.cfg.data, "train", shuffle=True, seed=seed, dataset=subset, drop_last=True)
+
+    # ------------------------------------------------------------------ losses
+    def _seg_loss(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+        """CE on every two-branch head, plus `aux_weight` × CE on the single-branch heads (FasterSeg trains all)."""
+        pair = [k for k in out if k.startswith("logits_") and k.count("_") == 2]
+        aux = [k for k in out if k.startswith("logits_") and k.count("_") == 1]
+        loss = sum(self.ce(out[k], label) for k in pair) / max(1, len(pair))
+        if aux and self.cfg.search.aux_weight > 0:
+            loss = loss + self.cfg.search.aux_weight * sum(self.ce(out[k], label) for k in aux) / len(aux)
+        return loss
+
+    def _latency_term(self) -> tuple[torch.Tensor, float]:
+        probs = ArchProbs(**self.net.arch_probs("student"))
+        sc = self.cfg.search
+        if sc.fine_grained:
+            parts = [probs.mix(True, False, False), probs.mix(False, True, False), probs.mix(False, False, True)]
+            lat = sum(w * self.expected(p) for w, p in zip(_FINE_GRAINED, parts))
+        else:
+            lat = self.expected(probs)
+        lat = self.table.corrected(lat) if self.table.correction else lat
+        loss = latency_loss(lat, sc.latency_target_ms, sc.latency_loss, self.latency_weight, sc.latency_exponent)
+        return loss, float(lat.detach())
+
+    # ------------------------------------------------------------------ steps
+    def _weight_step(self, batch: dict[str, torch.Tensor], tau: float, gen: torch.Generator,
+                     width_mode: str) -> dict[str, float]:
+        image, label = batch["image"].to(self.device), batch["label"].to(self.device)
+        self.net.train()
+        self.w_opt.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        teacher_logits = None
+        total = torch.zeros((), device=self.device)
+        if "teacher" in self.sets:
+            t_out = self.net(image, "teacher", tau=tau, generator=gen)
+            t_loss = self._seg_loss(t_out, label)
+            teacher_logits = t_out["logits"].detach()
+            total = total + t_loss
+            logs["w_loss_teacher"] = float(t_loss.detach())
+        s_out = self.net(image, "student", tau=tau, generator=gen, width_mode=width_mode)
+        s_loss = self._seg_loss(s_out, label)
+        if teacher_logits is not None and self.cfg.search.kd_weight > 0:
+            kd = self.kd(s_out["logits"], teacher_logits, mask=label)
+            s_loss = s_loss + self.cfg.search.kd_weight * kd
+            logs["w_kd"] = float(kd.detach())
+        total = total + s_loss
+        logs["w_loss_student"] = float(s_loss.detach())
+        _check_finite(total, "weight loss")
+        total.backward()
+        if self.cfg.search.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.search.grad_clip)
+        self.w_opt.step()
+        return logs
+
+    def _arch_step(self, batch: dict[str, torch.Tensor], tau: float, gen: torch.Generator) -> dict[str, float]:
+        image, label = batch["image"].to(self.device), batch["label"].to(self.device)
+        self.net.train()
+        self.a_opt.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        total = torch.zeros((), device=self.device)
+        teacher_logits = None
+        if "teacher" in self.sets:
+            t_out = self.net(image, "teacher", tau=tau, generator=gen)
+            t_loss = self.ce(t_out["logits"], label)
+            teacher_logits = t_out["logits"].detach()
+            total = total + t_loss
+            logs["a_loss_teacher"] = float(t_loss.detach())
+        s_out = self.net(image, "student", tau=tau, generator=gen)
+        s_loss = self.ce(s_out["logits"], label)
+        if teacher_logits is not None and self.cfg.search.kd_weight > 0:
+            s_loss = s_loss + self.cfg.search.kd_weight * self.kd(s_out["logits"], teacher_logits, mask=label)
+        if self.expected is not None:
+            lat_loss, lat_ms = self._latency_term()
+            s_loss = s_loss + lat_loss
+            logs["a_latency_loss"], logs["expected_latency_ms"] = float(lat_loss.detach()), lat_ms
+        total = total + s_loss
+        logs["a_loss_student"] = float(s_loss.detach())
+        _check_finite(total, "architecture loss")
+        total.backward(inputs=self.net.arch_parameters())  # weight gradients are not needed here
+        self.a_opt.step()
+        return logs
+
+    # ------------------------------------------------------------------ epochs
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        sc = self.cfg.search
+        searching = epoch >= sc.warmup_epochs
+        tau = self.tau(epoch)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.run.seed * 7 + epoch)
+        loader_a = self._loader(self.split_a, epoch, 1)
+        loader_b = iter(self._loader(self.split_b, epoch, 2)) if searching else None
+        n_iters = sc.iters_per_epoch or len(loader_a)
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        it = 0
+        while it < n_iters:
+            for batch in loader_a:
+                if it >= n_iters:
+                    break
+                logs: dict[str, float] = {}
+                if searching:
+                    try:
+                        b_batch = next(loader_b)
+                    except StopIteration:
+                        loader_b = iter(self._loader(self.split_b, epoch, 2 + it))
+                        b_batch = next(loader_b)
+                    logs.update(self._arch_step(b_batch, tau, gen))
+                    width_mode = "sample"
+                else:
+                    width_mode = ("max", "min", "random")[it % 3] if self.net.has_widths("student") else "sample"
+                logs.update(self._weight_step(batch, tau, gen, width_mode))
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                it += 1
+                if self.cfg.run.log_every and it % self.cfg.run.log_every == 0:
+                    log.info("epoch %d iter %d/%d %s", epoch, it, n_iters,
+                             " ".join(f"{k}={v / it:.4g}" for k, v in sorted(sums.items())))
+        row: dict[str, Any] = {"epoch": epoch, "phase": "search" if searching else "warmup", "tau": tau,
+                               "seconds": time.perf_counter() - t0, "latency_weight": self.latency_weight}
+        row.update({k: v / max(1, it) for k, v in sums.items()})
+        row.update(self.end_of_epoch(epoch))
+        return row
+
+    def end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        """Derive, score and save the current architectures; adapt the latency weight."""
+        cfg = self.cfg
+        row: dict[str, Any] = {}
+        row.update(arch_entropies(self.net.arch_probs("student")))
+        val_loader = build_loader(cfg.data, "val", shuffle=False, dataset=self.val)
+        max_b = cfg.search.val_batches or None
+        archs: dict[str, Architecture] = {}
+        for s in self.sets:
+            arch = derive(self.net, s, branches=cfg.space.branches)
+            meta = {"source_run": str(self.run.path), "epoch": epoch, "config_hash": config_hash(cfg)}
+            if s == "student":
+                meta["distill"] = cfg.search.distill
+            archs[s] = arch.with_meta(**meta)
+            scores = evaluate(_Argmax(self.net, s), val_loader, self.info.num_classes, self.device,
+                              max_batches=max_b)
+            row[f"val_miou_{s}"] = scores.miou
+        student = archs["student"]
+        if cfg.search.distill != "none":
+            distill = {"mode": cfg.search.distill}
+            if cfg.search.distill == "tutor":
+                distill["tutor_path"] = cfg.search.tutor_path
+            student = replace(student, distill=distill)
+        if self.table is not None:
+            net = build_network(student, aux_heads=False).to(self.device)
+            lat = self.table.predict_model(net, (cfg.latency.batch, 3, *cfg.latency.input_hw))
+            row["table_latency_ms"] = lat
+            student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=cfg.search.latency_target_ms,
+                                        latency_table=str(self.table.path))
+            if cfg.search.latency_adapt and epoch >= cfg.search.warmup_epochs:
+                target = cfg.search.latency_target_ms
+                if lat > target:
+                    self.latency_weight *= 2.0
+                elif lat < 0.85 * target:
+                    self.latency_weight = max(self.latency_weight / 2.0, 1e-3)
+        at_min = student.meta.get("at_min_depth", {})
+        row["at_min_depth"] = int(any(at_min.values())) if isinstance(at_min, dict) else int(bool(at_min))
+        archs["student"] = student
+        save_architecture(student, self.run.file("student.arch.json"))
+        if "teacher" in archs:
+            save_architecture(archs["teacher"], self.run.file("teacher.arch.json"))
+        self.archs = archs
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "kind": "search",
+            "epoch": epoch,
+            "supernet": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "latency_weight": self.latency_weight,
+            "history": self.history,
+            "config_hash": config_hash(self.cfg),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "search":
+            raise UserError("the checkpoint is not a search checkpoint")
+        try:
+            self.net.load_state_dict(state["supernet"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.a_opt.load_state_dict(state["a_opt"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"the search checkpoint does not match this configuration: {str(exc).splitlines()[0][:160]}") from None
+        self.latency_weight = float(state["latency_weight"])
+        self.history = list(state.get("history", []))
+        self.start_epoch = int(state["epoch"]) + 1
+
+    def run_all(self) -> SearchResult:
+        metrics = self.run.metrics
+        metrics.truncate(self.start_epoch)
+        for epoch in range(self.start_epoch, self.total_epochs):
+            row = self.run_epoch(epoch)
+            probs = self.net.arch_probs("student")
+            self.history.append({k: {str(kk): vv.detach().cpu().tolist() for kk, vv in d.items()}
+                                 if isinstance(d, dict) else d.detach().cpu().tolist() for k, d in probs.items()})
+            metrics.append(row)
+            save_checkpoint(self.run.file(CHECKPOINT), self.state(epoch))
+            log.info("epoch %d done: %s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                          for k, v in row.items()))
+        if self.start_epoch >= self.total_epochs and not hasattr(self, "archs"):
+            self.end_of_epoch(self.total_epochs - 1)
+        student = self.archs["student"]
+        if student.meta.get("at_min_depth") and any(student.meta["at_min_depth"].values()):
+            log.warning("the derived student ended at the minimum-depth bound: the latency target may be too tight")
+        return SearchResult(student, self.archs.get("teacher"), self.run, student.meta.get("predicted_latency_ms"))
+
+
+def _check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise UserError(f"the {what} became {float(loss)}: stopping (lower the learning rates; the last good "
+                        "checkpoint is kept)")
+
+
+def run_search(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
+    """Run (or resume) a search in `runs/<name>/`; returns the derived architectures."""
+    run = RunDir(f"{cfg.run.root}/{cfg.run.name}")
+    ckpt = run.file(CHECKPOINT)
+    if not resume and ckpt.is_file():
+        raise UserError(f"{run.path} already holds a search: pass --resume to continue it or choose another --name")
+    if resume and not ckpt.is_file():
+        raise UserError(f"nothing to resume: {ckpt} does not exist")
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt)
+        if state.get("config_hash") != config_hash(cfg):
+            log.warning("resuming with a configuration that differs from the checkpoint's")
+    run = RunDir.create(cfg)
+    job = SearchJob(cfg, run)
+    if state is not None:
+        job.load(state)
+        log.info("resuming %s at epoch %d", run.path, job.start_epoch)
+    return job.run_all()
