@@ -147,6 +147,7 @@ class DistillConfig:
     tutor: Literal["auto", "none", "tutor"] = "auto"  # auto: as the architecture's distill.mode says
     tutor_path: Literal[4, 8] = 8  # the tutor's extra high-resolution stream (1/4 or 1/8)
     tutor_epochs: int = 0  # epochs to train the tutor from the teacher before it teaches (0 = train.epochs)
+    tutor_blocks: int = 3  # 3×3 ConvBN-ReLU layers in the tutor's high-resolution stream
     temperature: float = 1.0  # pixel KL temperature
     pixel_weight: float = 1.0
     pairwise_weight: float = 0.5
@@ -185,11 +186,14 @@ class ExportConfig:
     """Export: formats, the numeric check against eager, and the latency measured for each backend."""
 
     formats: tuple[str, ...] = ("torchscript", "onnx", "json")
-    input_hw: tuple[int, int] = (0, 0)  # export / benchmark input size; (0, 0) = the data's image_size
+    input_hw: tuple[int, int] = (0, 0)  # export / benchmark input size; (0, 0) = the model file's, else data.image_size
     atol: float = 1e-4  # max |exported − eager| allowed on the logits
     opset: int = 17
     measure_latency: bool = True
-    threads: int = 2
+    threads: int = 2  # CPU threads of every backend while timing (0 = the libraries' default)
+    warmup: int = 5  # untimed runs per backend before timing
+    repeats: int = 15  # median of this many timed runs per backend
+    real_images: int = 4  # val images of the configured dataset the export is also checked on (0 = random only)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""What a training job trains, in which order, and from whom: the distillation chain teacher → tutor → student.
+
+A job is a list of :class:`Phase` s. A plain retrain or a teacher's training is one phase. With KD losses the
+phase's teacher is a frozen model file (`distill.teacher`). With the tutor chain (DESIGN §2, the seed paper's
+tutor-guided distillation) there are two phases: the tutor learns from the teacher, then, frozen, teaches the
+student; each edge uses the configured losses.
+
+The KD terms read named outputs (DESIGN §5): pixel KL and channel-wise divergence on ``logits``, pair-wise
+affinity and feature mimicking (through a 1×1 connector) on ``feat8`` of both sides, holistic adversarial on
+``logits`` (with the image).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nas.config import DistillConfig, ExperimentConfig
+from nas.distill import KD_LOSSES, KDTerm
+from nas.errors import UserError
+from nas.models import load_model
+from search_spaces.arch import Architecture
+
+__all__ = ["Phase", "kd_terms", "load_teacher", "tutor_path_for", "plan_phases"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of a training job: which model it trains (`role`: student | teacher | tutor), for how many
+    epochs, and what teaches it (`teacher_from`: "file" = the teacher model file, "tutor" = the frozen tutor
+    of the previous phase, None = no distillation)."""
+
+    role: str
+    epochs: int
+    teacher_from: str | None = None
+
+
+def kd_terms(dc: DistillConfig, num_classes: int, ignore_index: int = 255) -> list[KDTerm]:
+    """The KD terms `dc.losses` names, with the config's weights, temperatures and warm-up."""
+    unknown = [name for name in dc.losses if name not in KD_LOSSES]
+    if unknown:
+        raise UserError(f"unknown KD loss '{unknown[0]}' in distill.losses (known: {', '.join(KD_LOSSES)})")
+    if len(set(dc.losses)) != len(dc.losses):
+        raise UserError(f"distill.losses names a loss twice: {list(dc.losses)}")
+    warm = float(dc.warmup_epochs)
+    specs: dict[str, dict[str, Any]] = {
+        "pixel": dict(student_key="logits", teacher_key="logits", weight=dc.pixel_weight,
+                      kwargs={"temperature": dc.temperature, "ignore_index": ignore_index}),
+        "pairwise": dict(student_key="feat8", teacher_key="feat8", weight=dc.pairwise_weight,
+                         kwargs={"pool": dc.pairwise_pool}),
+        "cwd": dict(student_key="logits", teacher_key="logits", weight=dc.cwd_weight,
+                    kwargs={"temperature": dc.cwd_temperature}),
+        "feature": dict(student_key="feat8", teacher_key="feat8", weight=dc.feature_weight),
+        "holistic": dict(student_key="logits", teacher_key="logits", weight=dc.holistic_weight,
+                         kwargs={"num_classes": num_classes, "lr": dc.holistic_lr}),
+    }
+    terms = []
+    for name in dc.losses:
+        spec = specs.get(name, {"student_key": "logits", "teacher_key": "logits"})
+        terms.append(KDTerm(name, warmup_epochs=warm, **spec))
+    return terms
+
+
+def load_teacher(path: str | Path, num_classes: int, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a teacher model file; a file for another number of classes is a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"teacher model file not found: {p}")
+    model, info = load_model(p, map_location=map_location)
+    if int(info["num_classes"]) != num_classes:
+        raise UserError(
+            f"teacher {p} predicts {info['num_classes']} classes but the dataset has {num_classes}"
+        )
+    return model, info
+
+
+def tutor_path_for(cfg: ExperimentConfig, arch: Architecture | None) -> int | None:
+    """The tutor's high-resolution path (4 or 8) when the job uses the tutor chain, else None.
+
+    `distill.tutor`: "tutor" always (needs KD losses), "none" never, "auto" when the architecture's
+    ``distill.mode`` is "tutor" and KD losses are configured (its ``tutor_path`` wins over the config's).
+    """
+    mode = cfg.distill.tutor
+    if cfg.train.model == "teacher" or arch is None:
+        if mode == "tutor":
+            raise UserError("the tutor chain distils into a student: use --model student (or --tutor none)")
+        return None
+    if mode == "none":
+        return None
+    if mode == "tutor":
+        if not cfg.distill.losses:
+            raise UserError("the tutor chain needs KD losses: pass --kd (e.g. --kd pixel) and --teacher")
+        return int(cfg.distill.tutor_path)
+    if arch.distill.get("mode") != "tutor":
+        return None
+    if not cfg.distill.losses:
+        log.warning("the architecture asks for tutor-guided distillation but no KD losses are configured: "
+                    "training the student without distillation")
+        return None
+    path = int(arch.distill.get("tutor_path", cfg.distill.tutor_path))
+    if path not in (4, 8):
+        raise UserError(f"field distill.tutor_path of the architecture: must be 4 or 8, got {path}")
+    return path
+
+
+def plan_phases(cfg: ExperimentConfig, tutor_path: int | None) -> tuple[Phase, ...]:
+    """The job's phases in order (see :class:`Phase`)."""
+    epochs = cfg.train.epochs
+    kd = "file" if cfg.distill.losses else None
+    if cfg.train.model == "teacher":
+        return (Phase("teacher", epochs, kd),)
+    if tutor_path is None:
+        return (Phase("student", epochs, kd),)
+    tutor_epochs = cfg.distill.tutor_epochs or epochs
+    return (Phase("tutor", tutor_epochs, "file"), Phase("student", epochs, "tutor"))
