@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = asub.add_parser("show", help="summary, parameters and GMACs of an architecture file")
     s.add_argument("file", help="architecture JSON")
     s.add_argument("--input", default="1024x2048", metavar="HxW", help="input size for the GMACs (default 1024x2048)")
+    s.add_argument("--table", metavar="TABLE.json",
+                   help="latency table: also print the predicted latency at the table's input size")
     s.set_defaults(func=_show)
 
     d = asub.add_parser("draw", help="PNG diagram of the trellis path(s)")
@@ -52,6 +54,15 @@ def _show(args: argparse.Namespace) -> int:
     print(f"params (inference path): {count_params(net) / 1e6:.2f} M ({count_params(net):,})")
     print(f"params (auxiliary heads): {count_aux_params(net) / 1e6:.2f} M ({count_aux_params(net):,})")
     print(f"GMACs @ 1x3x{h}x{w}: {count_macs(net, (h, w)) / 1e9:.2f}")
+    if args.table:
+        from nas.latency.table import LatencyTable
+
+        table = LatencyTable.load(args.table)
+        prov = table.provenance
+        th, tw = prov.get("input_hw", (h, w))
+        ms = table.predict_model(net.eval(), (int(prov.get("batch", 1)), 3, int(th), int(tw)))
+        print(f"predicted latency @ {prov.get('batch', 1)}x3x{th}x{tw}: {ms:.2f} ms "
+              f"({prov.get('backend')}, {prov.get('device')}, {prov.get('threads')} threads)")
     return 0
 
 

@@ -70,7 +70,7 @@ def _build(args: argparse.Namespace) -> int:
         archs = random_networks(spec, cfg.latency.calibrate, seed=10_000 + cfg.latency.validate_seed,
                                 stem_width=stems[0], head_width=heads[0])
         shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-        corr = fit_correction(table, archs, backend, shape)
+        corr = fit_correction(table, archs, backend, shape, rounds=cfg.latency.rounds)
         table.save()
         print(f"correction fitted on {corr['n']} networks: measured ≈ {corr['scale']:.3f} · sum + {corr['offset_ms']:.2f} ms")
     print(f"latency table: {table.path} ({len(table.entries)} entries)")
@@ -115,7 +115,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise UserError(f"latency.validate_n must be at least 2, got {n}")
     archs = random_networks(spec, n, seed=cfg.latency.validate_seed, stem_width=stems[0], head_width=heads[0])
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-    report = validate(table, archs, backend, shape)
+    report = validate(table, archs, backend, shape, rounds=cfg.latency.rounds)
     out = Path(args.out) if args.out else RunDir.create(cfg).path
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "latency_validation.csv", pd.DataFrame(report.rows()).to_csv(index=False))

@@ -69,4 +69,4 @@ def open_table(cfg: LatencyConfig, spec: SpaceSpec, stem_widths: tuple[float, ..
             raise UserError(f"no latency table for these conditions at {path}: run `nas latency build` first")
         return LatencyTable.load(path)
     units = list(enumerate_units(spec, tuple(cfg.input_hw), stem_widths, head_widths, batch=cfg.batch))
-    return build_table(units, backend, prov, path, progress=progress)
+    return build_table(units, backend, prov, path, progress=progress, rounds=cfg.rounds)

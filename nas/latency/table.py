@@ -137,8 +137,10 @@ def build_table(
     path: Path,
     progress: bool = True,
     save_every: int = 10,
+    rounds: int = 1,
 ) -> LatencyTable:
-    """Measure every unit not yet in the table at `path` (resuming a partial one), saving as it goes.
+    """Measure every unit not yet in the table at `path` (resuming a partial one), saving as it goes;
+    with `rounds` > 1 each unit is measured that many times (rounds interleaved) and the fastest median kept.
 
     An interruption (Ctrl-C) saves what was measured and re-raises; the next call continues from there.
     """
@@ -153,13 +155,17 @@ def build_table(
     todo = [u for u in units if u.key not in table.entries]
     if not todo:
         return table
+    todo = todo * max(1, rounds)  # later rounds keep the fastest median: interference only adds time
     log.info("measuring %d of %d units (%d cached) on %s", len(todo), len(units), len(units) - len(todo),
              provenance.get("device"))
     table.provenance["complete"] = False
     try:
-        for i, unit in enumerate(tqdm(todo, desc="latency", disable=not progress, unit="op")):
+        seen: set[str] = set()
+        for i, unit in enumerate(tqdm(todo, desc="latency", disable=None if progress else True, unit="op")):
             with torch.no_grad():
-                table.entries[unit.key] = backend.measure(unit.make(), list(unit.shapes))
+                ms = backend.measure(unit.make(), list(unit.shapes))
+            table.entries[unit.key] = min(ms, table.entries[unit.key]) if unit.key in seen else ms
+            seen.add(unit.key)
             if (i + 1) % save_every == 0:
                 table.save()
     finally:

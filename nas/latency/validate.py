@@ -86,25 +86,31 @@ class _Logits(nn.Module):
 
 
 def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool) -> tuple[list[float], list[float]]:
+             input_shape: tuple[int, int, int, int], progress: bool, rounds: int = 3) -> tuple[list[float], list[float]]:
+    """Table sum and measured latency of each network. Each network is timed in `rounds` interleaved rounds
+    and the fastest round's median kept: interference from other processes only ever adds time, and
+    interleaving keeps a burst of it from hitting one network's every round."""
+    import torch
     from tqdm import tqdm
 
     from search_spaces.builder import build_network
 
-    raw, measured = [], []
-    for arch in tqdm(archs, desc="networks", disable=not progress):
-        net = build_network(arch, aux_heads=False).eval()
-        import torch
-
-        raw.append(table.sum_ms(record_unit_calls(net, torch.zeros(input_shape))))
-        measured.append(backend.measure(_Logits(net), [input_shape]))
+    nets = [_Logits(build_network(arch, aux_heads=False).eval()) for arch in archs]
+    raw = [table.sum_ms(record_unit_calls(n.net, torch.zeros(input_shape))) for n in nets]
+    measured = [float("inf")] * len(nets)
+    bar = tqdm(total=rounds * len(nets), desc="networks", disable=None if progress else True)
+    for _ in range(max(1, rounds)):
+        for i, net in enumerate(nets):
+            measured[i] = min(measured[i], backend.measure(net, [input_shape]))
+            bar.update()
+    bar.close()
     return raw, measured
 
 
 def fit_correction(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
-                   input_shape: tuple[int, int, int, int], progress: bool = True) -> dict[str, float]:
+                   input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 3) -> dict[str, float]:
     """Least-squares `measured ≈ scale · raw + offset` over whole networks; stored in the table."""
-    raw, measured = _measure(archs, table, backend, input_shape, progress)
+    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
     scale, offset = np.polyfit(np.asarray(raw), np.asarray(measured), 1)
     if not (0.2 < scale < 5):  # a degenerate fit (e.g. all networks alike): fall back to a pure offset
         scale, offset = 1.0, float(np.median(np.asarray(measured) - np.asarray(raw)))
@@ -113,8 +119,8 @@ def fit_correction(table: LatencyTable, archs: list[Architecture], backend: Late
 
 
 def validate(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool = True) -> ValidationReport:
-    raw, measured = _measure(archs, table, backend, input_shape, progress)
+             input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 3) -> ValidationReport:
+    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
     pred = [table.corrected(r) for r in raw]
     p, m = np.asarray(pred), np.asarray(measured)
     err = np.abs(p - m) / m

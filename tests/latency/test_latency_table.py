@@ -96,3 +96,24 @@ def test_median_ms_batches_fast_calls():
     calls = []
     ms = median_ms(lambda: calls.append(1), warmup=1, repeats=3, min_run_ms=1.0)
     assert ms >= 0 and len(calls) > 5
+
+
+def test_arch_show_prints_predicted_latency_from_a_table(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from search_spaces.arch import save_architecture
+    from search_spaces.random_arch import random_architecture
+
+    arch = random_architecture(SPEC, np.random.default_rng(0), stem_width=1.0, head_width=1.0)
+    save_architecture(arch, tmp_path / "a.json")
+    units = enumerate_units(SPEC, HW, (1.0,), (1.0,))
+    table = LatencyTable(provenance={**_prov(), "input_hw": list(HW)}, entries={u.key: 0.5 for u in units})
+    table.save(tmp_path / "t.json")
+    res = subprocess.run([sys.executable, "-m", "nas", "arch", "show", str(tmp_path / "a.json"), "--input", "64x128",
+                          "--table", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    line = [x for x in res.stdout.splitlines() if x.startswith("predicted latency")][0]
+    assert "ms" in line and float(line.split(":")[1].split("ms")[0]) > 0
