@@ -84,7 +84,7 @@ class LatencyTable:
             where = f" {self.path}" if self.path else ""
             raise TableMismatch(
                 f"latency table{where} was measured under other conditions ({'; '.join(diffs)}); "
-                "rebuild it with `nas latency build` or force it with --force-table"
+                "rebuild it with `nas latency build` or force it with --set latency.force=true"
             )
         if diffs:
             log.warning("using latency table measured under other conditions: %s", "; ".join(diffs))

@@ -72,7 +72,7 @@ def test_table_refused_for_other_conditions(tmp_path):
     other = {**_prov(), "device": "NVIDIA H100", "backend": "torch"}
     with pytest.raises(TableMismatch, match="device") as info:
         loaded.check_compatible(other)
-    assert "--force-table" in str(info.value)
+    assert "latency.force=true" in str(info.value)
     loaded.check_compatible(other, force=True)
     assert cache_key(other) != cache_key(_prov())
 
