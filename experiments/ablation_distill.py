@@ -4,6 +4,8 @@ One student architecture, one recipe, the same epochs for every row, three seeds
 
 * ``no_kd``          — the student alone (bilinear upsampling everywhere);
 * ``pixel_kd``       — + pixel-wise KL from the HRNet teacher (Hinton; SKD);
+* ``okddip``         — no teacher: the student leads a group of peers that share its early cells (OKDDip,
+  AAAI 2020; `distill.online=okddip`, the paper's T = 3 and ramp-up);
 * ``tutor_kd``       — teacher → tutor → student, pixel KL on both edges (the seed paper's tutor-guided KD);
 * ``pixel_pairwise`` — + pixel KL and pair-wise affinity on ``feat8`` (Structured KD, CVPR 2019);
 * ``pixel_shuffle``  — ``no_kd`` with every upsampler swapped to PixelShuffle (the seed paper's +1.9 / +1.4
@@ -11,14 +13,18 @@ One student architecture, one recipe, the same epochs for every row, three seeds
 
 The teacher (HRNet, ``--teacher-preset``) is trained once and cached; every run is cached too (its
 ``scores.json``), and an interrupted one resumes. Parameters are the deployable network's; latency is torch
-eager on CPU (median of repeated runs, ``--threads``) at the data's image size.
+eager on CPU (median of repeated runs, ``--threads``) at the data's image size. Training time per epoch is the
+``seconds`` of the run's ``metrics.csv`` (all its phases: the tutor row counts the tutor's epochs too; the
+teacher's own training, shared by the teacher rows, is not counted), averaged over seeds, and also given
+relative to ``no_kd``.
 
     .venv/bin/python experiments/ablation_distill.py --quick       # smoke run, about a minute
     .venv/bin/python experiments/ablation_distill.py               # the full ablation (see --help)
 
-The full ablation is 1000 iterations (batch 8, 128×256) per run: 15 student runs (the tutor row trains a tutor
+The full ablation is 1000 iterations (batch 8, 128×256) per run: 18 student runs (the tutor row trains a tutor
 too) and one HRNet-W18-small teacher. On 2 CPU threads one iteration takes about 1.5 s (student), 2.5 s (student
-+ teacher forward) and 2.6 s (teacher): about 11–12 hours in all; on one GPU (`run.device` auto picks CUDA,
++ teacher forward) and 2.6 s (teacher); an OKDDip iteration (3 peers) takes about 2.4× a plain student's (16.8
+vs 7.0 s per 8-iteration epoch on 1 thread): about 14–15 hours in all; on one GPU (`run.device` auto picks CUDA,
 mixed precision) minutes.
 
 Writes ``experiments/results/ablation_distill.csv`` and ``ablation_distill.png`` (``--quick``: ``*_quick.*``).
@@ -36,7 +42,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROWS", "default_architecture", "swap_upsamplers", "run_row", "add_latency", "plot_data", "render", "main"]
+__all__ = ["ROWS", "default_architecture", "swap_upsamplers", "run_row", "seconds_per_epoch", "add_relative_time",
+           "add_latency", "plot_data", "render", "main"]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ARCH = HERE / "configs" / "ablation_student.arch.json"
@@ -46,6 +53,7 @@ RESULTS = HERE / "results"
 ROWS: dict[str, tuple[tuple[str, ...], str]] = {
     "no_kd": ((), "bilinear"),
     "pixel_kd": (("distill.losses=[pixel]",), "bilinear"),
+    "okddip": (("distill.online=okddip",), "bilinear"),
     "tutor_kd": (("distill.losses=[pixel]", "distill.tutor=tutor"), "bilinear"),
     "pixel_pairwise": (("distill.losses=[pixel,pairwise]",), "bilinear"),
     "pixel_shuffle": ((), "pixel_shuffle"),
@@ -90,6 +98,15 @@ def _train_cached(cfg: Any, arch_path: Path | None) -> dict[str, Any]:
     return json.loads(result.scores_path.read_text())
 
 
+def seconds_per_epoch(cfg: Any) -> float:
+    """Training seconds of the run of `cfg` (every phase in its ``metrics.csv``) per student epoch."""
+    from nas.train import train_dir
+
+    with (train_dir(cfg) / "metrics.csv").open(newline="") as fh:
+        seconds = sum(float(r["seconds"]) for r in csv.DictReader(fh))
+    return seconds / cfg.train.epochs
+
+
 def _latency_ms(model_path: str, hw: tuple[int, int], threads: int) -> float:
     import torch
 
@@ -105,11 +122,13 @@ def run_row(row: str, arch_path: Path, teacher: Path, common: list[str], seeds: 
     overrides, _ = ROWS[row]
     if any(o.startswith("distill.losses") for o in overrides):
         overrides = (*overrides, f"distill.teacher={teacher}")
-    mious, model_path, params = [], "", 0
+    mious, epoch_s, model_path, params = [], [], "", 0
     for seed in seeds:
         t0 = time.perf_counter()
-        scores = _train_cached(_cfg(common, f"{row}_s{seed}", seed, overrides), arch_path)
+        cfg = _cfg(common, f"{row}_s{seed}", seed, overrides)
+        scores = _train_cached(cfg, arch_path)
         mious.append(float(scores["miou"]))
+        epoch_s.append(seconds_per_epoch(cfg))
         model_path, params = scores["model"], int(scores["params"])
         print(f"  {row} seed {seed}: val mIoU {100 * mious[-1]:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return {
@@ -119,8 +138,16 @@ def run_row(row: str, arch_path: Path, teacher: Path, common: list[str], seeds: 
         "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
         "mious": " ".join(f"{m:.4f}" for m in mious),
         "params_m": params / 1e6,
+        "epoch_s": statistics.mean(epoch_s),
         "model": model_path,
     }
+
+
+def add_relative_time(results: list[dict[str, Any]]) -> None:
+    """Each row's training time per epoch relative to the ``no_kd`` row (NaN when that row was not run)."""
+    base = next((r["epoch_s"] for r in results if r["row"] == "no_kd"), float("nan"))
+    for r in results:
+        r["time_vs_no_kd"] = r["epoch_s"] / base
 
 
 def add_latency(results: list[dict[str, Any]], hw: tuple[int, int], threads: int) -> None:
@@ -222,15 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for row in rows:
             results.append(run_row(row, arch_paths[ROWS[row][1]], teacher, common, seeds))
+        add_relative_time(results)
         add_latency(results, tuple(load_config(None, common).data.image_size), args.threads)
     except UserError as exc:
         print(f"ablation_distill: error: {exc}", file=sys.stderr)
         return 2
 
-    print(f"\n{'row':<16} {'val mIoU (%)':>14} {'params (M)':>11} {'latency (ms)':>13}")
+    print(f"\n{'row':<16} {'val mIoU (%)':>14} {'params (M)':>11} {'latency (ms)':>13} {'s/epoch':>8} {'vs no_kd':>9}")
     for r in results:
         print(f"{r['row']:<16} {100 * r['miou_mean']:7.2f} ± {100 * r['miou_std']:4.2f} {r['params_m']:11.3f} "
-              f"{r['latency_ms']:13.2f}")
+              f"{r['latency_ms']:13.2f} {r['epoch_s']:8.2f} {r['time_vs_no_kd']:8.2f}×")
     csv_path = RESULTS / f"ablation_distill{suffix}.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as fh:

@@ -29,6 +29,7 @@ __all__ = [
     "DistillConfig",
     "TrainConfig",
     "ExportConfig",
+    "StudyConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -51,6 +52,7 @@ class RunConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     log_every: int = 10  # iterations between progress log lines
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,9 @@ class SearchConfig:
     latency_exponent: float = 2.0  # β of the mnas form (Lat/T)^β
     latency_adapt: bool = True  # double / halve the weight after each epoch the derived network misses the target
     fine_grained: bool = False  # FasterSeg's decoupled α/β/γ latency weighting (0.002 / 0.994 / 0.004)
+    # native: our supernet and searcher; nni-*: NNI's DARTS / GumbelDARTS / RandomOneShot (the `nni` extra)
+    strategy: Literal["native", "nni-darts", "nni-gumbel", "nni-random"] = "native"
+    nni_candidates: int = 8  # nni-random: sampled architectures scored (loss + latency term) on split B
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,12 @@ class DistillConfig:
     holistic_lr: float = 4e-4
     feature_weight: float = 1.0
     warmup_epochs: int = 0  # KD weights ramp linearly from 0 over these epochs
+    online: Literal["none", "okddip"] = "none"  # teacher-free online KD of the student (--kd okddip)
+    okddip_peers: int = 3  # auxiliary peers beside the leader (m − 1; the paper's m = 4)
+    okddip_share: float = 0.5  # leading share of each branch's cells the peers share with the leader (+ the stem)
+    okddip_temperature: float = 3.0  # T of both KL levels (the paper's value)
+    okddip_weight: float = 1.0  # scales L1 + L2 (α in the authors' code)
+    okddip_rampup_epochs: float | None = None  # E_r of w(e) = exp(−5(1 − e/E_r)²); None = 80/300 of train.epochs
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,22 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """An Optuna study over the search's hyperparameters (`nas study`): trial folders, sampler, latency budget."""
+
+    root: str = "runs/studies"  # <root>/<study>/trial_<n>/ holds each trial's runs; default storage <root>/studies.db
+    sampler: Literal["nsga2", "tpe"] = "nsga2"
+    population: int = 8  # NSGA-II population size (Optuna's 50 suits long studies only)
+    latency_budget_ms: float = 0.0  # a trial measured slower than this is infeasible (0 = no constraint)
+    teacher: str | None = None  # teacher model file for KD trials; None = train one per study (train.hrnet_preset)
+    teacher_epochs: int = 0  # epochs of that per-study teacher (0 = train.epochs)
+    artifacts: str | None = None  # artifact folder; None = beside the storage file (<root>/artifacts for a server)
+    heartbeat_s: int = 60  # database storages: a running trial's heartbeat interval
+    grace_s: int = 180  # a trial silent this long is failed and retried (same parameters, seed and folder)
+    retries: int = 2  # times one crashed trial is retried
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The whole pipeline's configuration, one section per stage."""
 
@@ -209,6 +236,7 @@ class ExperimentConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 # --------------------------------------------------------------------------- conversion

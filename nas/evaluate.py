@@ -22,11 +22,13 @@ def evaluate(
     size_buckets: tuple[str, ...] = (),
     ignore_index: int = 255,
     max_batches: int | None = None,
+    combine: Callable[[ConfusionMatrix], None] | None = None,
 ) -> SegScores:
     """mIoU, per-class IoU, pixel accuracy (and per-size-bucket mIoU when batches carry a "size" map).
 
     `model(images)` returns a dict with "logits" `[B, K, H, W]` (any resolution: resized to the labels).
-    The model is put in eval mode and restored afterwards.
+    The model is put in eval mode and restored afterwards. `combine` gets the filled matrix before scoring,
+    e.g. :func:`nas.distributed.sum_confusion` to add the counts of the other torchrun ranks' shards.
     """
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
@@ -44,4 +46,6 @@ def evaluate(
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
+    if combine is not None:
+        combine(cm)
     return cm.scores()

@@ -171,13 +171,16 @@ class SegNet(nn.Module):
         return outs
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.features(x)
+        return self.decode(self.features(x), (x.shape[2], x.shape[3]))
+
+    def decode(self, feats: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The named outputs of :meth:`forward` from the features of :meth:`features` for an input of H×W `size`;
+        separate so that networks sharing early features (OKDDip peers) run the heads over their own list."""
         outs = self.branch_outputs(feats)
         feat8 = self.ffm(torch.cat(outs, dim=1) if len(outs) > 1 else outs[0])
         logits8 = self.head(feat8)
         result = {"logits": self.upsample(logits8), "logits8": logits8, "feat8": feat8}
         if self.training:
-            size = (x.shape[2], x.shape[3])
             for name, aux in self.aux.items():
                 result[name] = aux(feats, size)
         return result

@@ -1,11 +1,13 @@
 """`nas train`: retrain a derived student from scratch with distillation, or train a teacher.
 
     nas train --arch student.arch.json [--teacher teacher/model.pt --kd pixel,pairwise] [--tutor auto]
+    nas train --arch student.arch.json --kd okddip     # teacher-free: the student learns within a peer group
     nas train --model teacher                       # the HRNet teacher (train.hrnet_preset)
     nas train --model teacher --arch teacher.arch.json   # a co-searched teacher
 
-The shortcuts map onto config keys: --model → train.model, --teacher → distill.teacher, --kd → distill.losses,
---tutor → distill.tutor, --epochs → train.epochs; like --name and --device they win over --set.
+The shortcuts map onto config keys: --model → train.model, --teacher → distill.teacher, --kd → distill.losses
+(its ``okddip`` → distill.online), --tutor → distill.tutor, --epochs → train.epochs; like --name and --device
+they win over --set.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tutor", choices=("none", "tutor", "auto"),
                    help="distil through a tutor: auto = as the architecture says (distill.tutor)")
     p.add_argument("--kd", metavar="LOSSES",
-                   help="comma-separated KD losses: pixel, pairwise, cwd, feature, holistic; 'none' = off "
-                        "(distill.losses)")
+                   help="comma-separated KD: teacher losses pixel, pairwise, cwd, feature, holistic "
+                        "(distill.losses) and/or okddip, teacher-free peers (distill.online); 'none' = off")
     p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -51,7 +53,9 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         out.append(f"distill.tutor={args.tutor}")
     if args.kd is not None:
         names = [] if args.kd.strip().lower() in ("", "none") else [n.strip() for n in args.kd.split(",") if n.strip()]
-        out.append(f"distill.losses={json.dumps(names)}")
+        online = "okddip" if "okddip" in names else "none"
+        out.append(f"distill.losses={json.dumps([n for n in names if n != 'okddip'])}")
+        out.append(f"distill.online={online}")
     if args.epochs is not None:
         out.append(f"train.epochs={args.epochs}")
     return out
@@ -59,6 +63,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from nas.cli import config_from_args
+    from nas.distributed import is_main
     from nas.train.loop import CHECKPOINT, run_train, scores_table, train_dir
 
     args.overrides = [*args.overrides, *overrides_from_args(args)]  # shortcuts win, as --name and --device do
@@ -69,6 +74,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"nas train: interrupted; the last finished epoch is saved in {train_dir(cfg) / CHECKPOINT}: "
               "continue with --resume", file=sys.stderr)
         return 130
+    if not is_main():  # under torchrun, rank 0 alone prints the summary
+        return 0
     print(scores_table(result.scores, result.class_names))
     print(f"deployable model: {result.model_path} ({result.params / 1e6:.3f} M parameters)")
     print(f"val scores: {result.scores_path}")

@@ -67,6 +67,12 @@ _POOL_SEED = 8_1797  # fixed: the pools do not depend on the generation seed
 _EDGE_LO, _EDGE_HI = 0.25, 0.5  # upscaled intensity: < LO background, [LO, HI) ignore, >= HI digit
 _SMALL, _MEDIUM = 1 / 8, 1 / 3  # bucket thresholds on the placed digit height, relative to image height
 _DIGITS_PER_IMAGE = (2, 7)
+_HEIGHT_RANGE = (0.08, 0.9)  # placed digit height, relative to image height (log-uniform)
+_DISTRACTORS = (2, 6)  # blobs and strokes per image
+_DISTRACTOR_ALPHA = (0.4, 0.9)
+_TEXTURE_AMPS = ((0.1, 0.35), (0.03, 0.15))  # coarse and fine noise octaves
+_MIN_CONTRAST = 0.3  # luminance gap between a digit and the background under it
+_PIXEL_NOISE = (0.01, 0.05)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     theta = rng.uniform(0, 2 * np.pi)
     t = (xx * np.cos(theta) + yy * np.sin(theta)) / np.hypot(h, w) + 0.5
     img = c0 + (c1 - c0) * np.clip(t, 0, 1)[..., None]
-    for cell, amp in ((32, rng.uniform(0.1, 0.35)), (8, rng.uniform(0.03, 0.15))):
+    for cell, amp in ((32, rng.uniform(*_TEXTURE_AMPS[0])), (8, rng.uniform(*_TEXTURE_AMPS[1]))):
         coarse = rng.normal(0, 1, (max(2, h // cell), max(2, w // cell), 3)).astype(np.float32)
         img = img + amp * _upsample(coarse, h, w)
     if rng.random() < 0.5:
@@ -152,7 +158,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _distractors(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Blend soft blobs and strokes (background class) into `img`."""
     h, w = img.shape[:2]
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(_DISTRACTORS[0], _DISTRACTORS[1] + 1))):
         mask = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(mask)
         if rng.random() < 0.5:
@@ -165,7 +171,7 @@ def _distractors(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
             draw.line(pts, fill=255, width=int(rng.integers(1, 7)), joint="curve")
             blur = rng.uniform(0.5, 2)
         a = np.asarray(mask.filter(ImageFilter.GaussianBlur(blur)), dtype=np.float32) / 255.0
-        a = a[..., None] * rng.uniform(0.4, 0.9)
+        a = a[..., None] * rng.uniform(*_DISTRACTOR_ALPHA)
         img = img * (1 - a) + rng.uniform(0, 1, 3).astype(np.float32) * a
     return img
 
@@ -183,11 +189,11 @@ def _glyph(sample: np.ndarray, box_h: int, box_w: int) -> np.ndarray:
 
 
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random colour whose luminance differs from the mean colour `under` it by at least 0.3."""
+    """A random colour whose luminance differs from the mean colour `under` it by at least `_MIN_CONTRAST`."""
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     colour = rng.uniform(0, 1, 3).astype(np.float32)
     bg_lum = float(under @ weights)
-    if abs(float(colour @ weights) - bg_lum) < 0.3:
+    if abs(float(colour @ weights) - bg_lum) < _MIN_CONTRAST:
         colour = colour * 0.3 if bg_lum > 0.5 else 0.65 + 0.35 * colour
     return colour
 
@@ -205,7 +211,7 @@ def generate_scene(seed: int, split: str, index: int, image_size: tuple[int, int
     img = _distractors(rng, _background(rng, h, w))
     label = np.zeros((h, w), dtype=np.uint8)
     size = np.zeros((h, w), dtype=np.uint8)
-    h_min, h_max = max(8.0, 0.08 * h), 0.9 * h
+    h_min, h_max = max(8.0, _HEIGHT_RANGE[0] * h), _HEIGHT_RANGE[1] * h
     n = int(rng.integers(_DIGITS_PER_IMAGE[0], _DIGITS_PER_IMAGE[1] + 1))
     heights = np.sort(np.exp(rng.uniform(np.log(h_min), np.log(h_max), n)))[::-1]  # large first, small on top
     objects = []
@@ -239,7 +245,7 @@ def generate_scene(seed: int, split: str, index: int, image_size: tuple[int, int
         objects.append((cls, box_h, bucket))
 
     img = img * rng.uniform(0.7, 1.15) + rng.uniform(-0.1, 0.1)  # global contrast / brightness
-    img = img + rng.normal(0, rng.uniform(0.01, 0.05), img.shape)
+    img = img + rng.normal(0, rng.uniform(*_PIXEL_NOISE), img.shape)
     image = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     return image, label, size, objects
 

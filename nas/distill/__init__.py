@@ -1,4 +1,5 @@
-"""Knowledge distillation: connectors, registered losses, weight schedules, the composed criterion, frozen teachers."""
+"""Knowledge distillation: connectors, registered losses, weight schedules, the composed criterion, frozen teachers,
+and teacher-free online distillation among peers (OKDDip)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from nas.distill.losses import (
     create_kd_loss,
     list_kd_losses,
     register_kd_loss,
+)
+from nas.distill.okddip import (
+    OKDDipCriterion,
+    PeerAttention,
+    PeerGroup,
+    first_level_loss,
+    leader_of,
+    rampup_weight,
+    second_level_loss,
 )
 from nas.distill.schedule import LossSchedule
 
@@ -38,4 +48,11 @@ __all__ = [
     "DistillationCriterion",
     "FrozenTeacher",
     "freeze_teacher",
+    "PeerGroup",
+    "PeerAttention",
+    "OKDDipCriterion",
+    "first_level_loss",
+    "second_level_loss",
+    "rampup_weight",
+    "leader_of",
 ]

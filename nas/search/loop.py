@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from nas import distributed as dist
 from nas.config import ExperimentConfig, config_hash
 from nas.data import KeyedSubset, build_dataset, build_loader, class_weights, dataset_info
 from nas.device import resolve_device, seed_everything, set_threads
@@ -95,11 +96,14 @@ class SearchJob:
         sc = cfg.search
         set_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)
-        self.device = resolve_device(cfg.run.device)
+        self.device = dist.local_device(resolve_device(cfg.run.device))
         self.info = dataset_info(cfg.data)
-        self.train, self.split_a, self.split_b = _splits(cfg)
-        self.val = build_dataset(cfg.data, "val")
-        self.net = create_supernet(cfg.space, self.info.num_classes).to(self.device)
+        with dist.local_main_first():  # one process per node builds a data cache
+            self.train, self.split_a, self.split_b = _splits(cfg)
+            self.val = build_dataset(cfg.data, "val")
+        self.net = dist.convert_sync_batchnorm(create_supernet(cfg.space, self.info.num_classes),
+                                               cfg.run.sync_bn).to(self.device)
+        dist.broadcast_module(self.net)
         self.sets = ("student", "teacher") if sc.teacher else ("student",)
         weight = class_weights(self.train).to(self.device) if sc.class_weighted else None
         self.ce = OhemCrossEntropy(thresh=1.0, weight=weight, ignore_index=self.info.ignore_index)
@@ -115,7 +119,7 @@ class SearchJob:
             spec = self.net.spec
             stems = (cfg.space.student_stem_width, 1.0)
             heads = (cfg.space.student_head_width, 1.0)
-            self.table = open_table(cfg.latency, spec, stems, heads, device=self.device)
+            self.table = dist.from_main(lambda: open_table(cfg.latency, spec, stems, heads, device=self.device))
             self.expected = ExpectedLatency(self.table, spec, tuple(cfg.latency.input_hw), stems[0], heads[0],
                                             branches=self.net.main_branches)
         self.start_epoch = 0
@@ -135,7 +139,8 @@ class SearchJob:
 
     def _loader(self, subset, epoch: int, salt: int) -> DataLoader:
         seed = (self.cfg.run.seed * 1_000_003 + epoch * 7919 + salt) % (2**31)
-        return build_loader(self.cfg.data, "train", shuffle=True, seed=seed, dataset=subset, drop_last=True)
+        return dist.shard_loader(build_loader(self.cfg.data, "train", shuffle=True, seed=seed, dataset=subset,
+                                              drop_last=True))
 
     # ------------------------------------------------------------------ losses
     def _seg_loss(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
@@ -184,6 +189,7 @@ class SearchJob:
         logs["w_loss_student"] = float(s_loss.detach())
         _check_finite(total, "weight loss")
         total.backward()
+        dist.all_reduce_grads(self.net.weight_parameters())
         if self.cfg.search.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.search.grad_clip)
         self.w_opt.step()
@@ -214,6 +220,7 @@ class SearchJob:
         logs["a_loss_student"] = float(s_loss.detach())
         _check_finite(total, "architecture loss")
         total.backward(inputs=self.net.arch_parameters())  # weight gradients are not needed here
+        dist.all_reduce_grads(self.net.arch_parameters())
         self.a_opt.step()
         return logs
 
@@ -251,6 +258,8 @@ class SearchJob:
                 if self.cfg.run.log_every and it % self.cfg.run.log_every == 0:
                     log.info("epoch %d iter %d/%d %s", epoch, it, n_iters,
                              " ".join(f"{k}={v / it:.4g}" for k, v in sorted(sums.items())))
+        sums = dist.average_dict(sums)
+        dist.average_buffers(self.net)  # BatchNorm running statistics: the same model on every rank
         row: dict[str, Any] = {"epoch": epoch, "phase": "search" if searching else "warmup", "tau": tau,
                                "seconds": time.perf_counter() - t0, "latency_weight": self.latency_weight}
         row.update({k: v / max(1, it) for k, v in sums.items()})
@@ -262,7 +271,7 @@ class SearchJob:
         cfg = self.cfg
         row: dict[str, Any] = {}
         row.update(arch_entropies(self.net.arch_probs("student")))
-        val_loader = build_loader(cfg.data, "val", shuffle=False, dataset=self.val)
+        val_loader = dist.shard_loader(build_loader(cfg.data, "val", shuffle=False, dataset=self.val))
         max_b = cfg.search.val_batches or None
         archs: dict[str, Architecture] = {}
         for s in self.sets:
@@ -272,7 +281,7 @@ class SearchJob:
                 meta["distill"] = cfg.search.distill
             archs[s] = arch.with_meta(**meta)
             scores = evaluate(_Argmax(self.net, s), val_loader, self.info.num_classes, self.device,
-                              max_batches=max_b)
+                              max_batches=max_b, combine=dist.sum_confusion)
             row[f"val_miou_{s}"] = scores.miou
         student = archs["student"]
         if cfg.search.distill != "none":
@@ -295,9 +304,10 @@ class SearchJob:
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values())) if isinstance(at_min, dict) else int(bool(at_min))
         archs["student"] = student
-        save_architecture(student, self.run.file("student.arch.json"))
-        if "teacher" in archs:
-            save_architecture(archs["teacher"], self.run.file("teacher.arch.json"))
+        if dist.is_main():
+            save_architecture(student, self.run.file("student.arch.json"))
+            if "teacher" in archs:
+                save_architecture(archs["teacher"], self.run.file("teacher.arch.json"))
         self.archs = archs
         return row
 
@@ -329,14 +339,17 @@ class SearchJob:
 
     def run_all(self) -> SearchResult:
         metrics = self.run.metrics
-        metrics.truncate(self.start_epoch)
+        if dist.is_main():
+            metrics.truncate(self.start_epoch)
         for epoch in range(self.start_epoch, self.total_epochs):
             row = self.run_epoch(epoch)
             probs = self.net.arch_probs("student")
             self.history.append({k: {str(kk): vv.detach().cpu().tolist() for kk, vv in d.items()}
                                  if isinstance(d, dict) else d.detach().cpu().tolist() for k, d in probs.items()})
-            metrics.append(row)
-            save_checkpoint(self.run.file(CHECKPOINT), self.state(epoch))
+            if dist.is_main():
+                metrics.append(row)
+                save_checkpoint(self.run.file(CHECKPOINT), self.state(epoch))
+            dist.dump_rank_state(self.run.path, "supernet", self.net)
             log.info("epoch %d done: %s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                           for k, v in row.items()))
         if self.start_epoch >= self.total_epochs and not hasattr(self, "archs"):
@@ -353,20 +366,28 @@ def _check_finite(loss: torch.Tensor, what: str) -> None:
                         "checkpoint is kept)")
 
 
-def run_search(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
-    """Run (or resume) a search in `runs/<name>/`; returns the derived architectures."""
-    run = RunDir(f"{cfg.run.root}/{cfg.run.name}")
+def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a fresh run), refusing a fresh start over an existing run."""
     ckpt = run.file(CHECKPOINT)
     if not resume and ckpt.is_file():
         raise UserError(f"{run.path} already holds a search: pass --resume to continue it or choose another --name")
     if resume and not ckpt.is_file():
         raise UserError(f"nothing to resume: {ckpt} does not exist")
-    state = None
-    if resume:
-        state = load_checkpoint(ckpt)
-        if state.get("config_hash") != config_hash(cfg):
-            log.warning("resuming with a configuration that differs from the checkpoint's")
-    run = RunDir.create(cfg)
+    if not resume:
+        return None
+    state = load_checkpoint(ckpt)
+    if state.get("config_hash") != config_hash(cfg):
+        log.warning("resuming with a configuration that differs from the checkpoint's")
+    return state
+
+
+def run_search(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
+    """Run (or resume) a search in `runs/<name>/`; returns the derived architectures. Under torchrun every
+    rank runs this: rank 0 checks and reads the run folder and alone writes to it."""
+    dist.setup(cfg.run.device)
+    run = RunDir(f"{cfg.run.root}/{cfg.run.name}")
+    state = dist.from_main(lambda: _open_checkpoint(cfg, run, resume))
+    run = RunDir.create(cfg) if dist.is_main() else run
     job = SearchJob(cfg, run)
     if state is not None:
         job.load(state)

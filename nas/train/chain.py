@@ -8,6 +8,9 @@ student; each edge uses the configured losses.
 The KD terms read named outputs (DESIGN §5): pixel KL and channel-wise divergence on ``logits``, pair-wise
 affinity and feature mimicking (through a 1×1 connector) on ``feat8`` of both sides, holistic adversarial on
 ``logits`` (with the image).
+
+Teacher-free online distillation (`distill.online = "okddip"`, DESIGN §5) trains the student as the leader of
+a :class:`~nas.distill.okddip.PeerGroup`; it needs no teacher and may be combined with the teacher's losses.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from typing import Any
 from torch import nn
 
 from nas.config import DistillConfig, ExperimentConfig
-from nas.distill import KD_LOSSES, KDTerm
+from nas.distill import KD_LOSSES, KDTerm, OKDDipCriterion, PeerGroup
+from nas.distill.okddip import OKDDIP_RAMPUP_SHARE
 from nas.errors import UserError
 from nas.models import load_model
 from search_spaces.arch import Architecture
+from search_spaces.builder import SegNet
 
-__all__ = ["Phase", "kd_terms", "load_teacher", "tutor_path_for", "plan_phases"]
+__all__ = ["Phase", "kd_terms", "load_teacher", "tutor_path_for", "plan_phases", "check_online", "online_peers"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ class Phase:
 def kd_terms(dc: DistillConfig, num_classes: int, ignore_index: int = 255) -> list[KDTerm]:
     """The KD terms `dc.losses` names, with the config's weights, temperatures and warm-up."""
     unknown = [name for name in dc.losses if name not in KD_LOSSES]
+    if "okddip" in unknown:
+        raise UserError("okddip is teacher-free online distillation, not a teacher loss: set distill.online=okddip "
+                        "(or pass --kd okddip)")
     if unknown:
         raise UserError(f"unknown KD loss '{unknown[0]}' in distill.losses (known: {', '.join(KD_LOSSES)})")
     if len(set(dc.losses)) != len(dc.losses):
@@ -119,3 +127,32 @@ def plan_phases(cfg: ExperimentConfig, tutor_path: int | None) -> tuple[Phase, .
         return (Phase("student", epochs, kd),)
     tutor_epochs = cfg.distill.tutor_epochs or epochs
     return (Phase("tutor", tutor_epochs, "file"), Phase("student", epochs, "tutor"))
+
+
+def check_online(cfg: ExperimentConfig) -> None:
+    """Refuse bad online-distillation settings with a one-line UserError before anything is written."""
+    dc = cfg.distill
+    if dc.online == "none":
+        return
+    if cfg.train.model != "student":
+        raise UserError("okddip distils within a student's peer group: use --model student")
+    if dc.okddip_peers < 2:
+        raise UserError(f"distill.okddip_peers must be at least 2, got {dc.okddip_peers}")
+    if not 0.0 <= dc.okddip_share <= 1.0:
+        raise UserError(f"distill.okddip_share must be in [0, 1], got {dc.okddip_share}")
+    if not dc.okddip_temperature > 0:
+        raise UserError(f"distill.okddip_temperature must be positive, got {dc.okddip_temperature}")
+    if not 0 <= dc.okddip_weight < float("inf"):
+        raise UserError(f"distill.okddip_weight must be a finite number >= 0, got {dc.okddip_weight}")
+    if dc.okddip_rampup_epochs is not None and not dc.okddip_rampup_epochs >= 0:
+        raise UserError(f"distill.okddip_rampup_epochs cannot be negative, got {dc.okddip_rampup_epochs}")
+
+
+def online_peers(dc: DistillConfig, leader: SegNet, epochs: int,
+                 ignore_index: int = 255) -> tuple[PeerGroup, OKDDipCriterion]:
+    """The student `leader` wrapped in its OKDDip peer group, and the peers' criterion, for a phase of `epochs`
+    epochs (E_r defaults to the paper's 80/300 of them)."""
+    rampup = dc.okddip_rampup_epochs if dc.okddip_rampup_epochs is not None else OKDDIP_RAMPUP_SHARE * epochs
+    group = PeerGroup(leader, peers=dc.okddip_peers, share=dc.okddip_share)
+    criterion = OKDDipCriterion(dc.okddip_temperature, dc.okddip_weight, rampup, ignore_index)
+    return group, criterion

@@ -9,8 +9,9 @@ iteration with its own optimiser.
 The job writes to ``<run.root>/<run.name>/<train.model>/`` (so a search, its teacher and its student can share a
 run name): ``metrics.csv`` (a row per epoch and phase), ``train.ckpt`` after every epoch (atomically: an
 interrupted or diverged run keeps its last finished epoch), and at the end ``model.pt`` (the deployable network:
-no auxiliary heads, no tutor) and ``scores.json`` (val mIoU per class and per object size). Data order and every
-random draw are seeded per (phase, epoch), so ``resume`` repeats what an uninterrupted run would do (on CPU).
+no auxiliary heads, no tutor, no OKDDip peers) and ``scores.json`` (val mIoU per class and per object size). Data
+order and every random draw are seeded per (phase, epoch), so ``resume`` repeats what an uninterrupted run would
+do (on CPU). The training checkpoint holds whole OKDDip peer groups (leader, peers, attention).
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from nas import distributed as dist
 from nas.config import ExperimentConfig, config_hash
 from nas.data import build_dataset, build_loader, class_weights, dataset_info
 from nas.device import resolve_device, seed_everything, set_threads
-from nas.distill import DistillationCriterion, HolisticAdversarial, freeze_teacher
+from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
 from nas.errors import UserError
 from nas.evaluate import evaluate
 from nas.io import RunDir, atomic_write_json, load_checkpoint, save_checkpoint
 from nas.metrics import SegScores
 from nas.models import save_model
-from nas.train.chain import Phase, kd_terms, load_teacher, plan_phases, tutor_path_for
+from nas.train.chain import (
+    Phase,
+    check_online,
+    kd_terms,
+    load_teacher,
+    online_peers,
+    plan_phases,
+    tutor_path_for,
+)
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, load_architecture
 from search_spaces.builder import build_network
@@ -73,6 +83,7 @@ class _PhaseState:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     params: list[nn.Parameter]
+    okddip: OKDDipCriterion | None = None  # the peers' loss when the model is an OKDDip peer group
 
     @property
     def adversarial(self) -> list[tuple[str, HolisticAdversarial]]:
@@ -122,10 +133,11 @@ class TrainJob:
         tc = cfg.train
         set_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)
-        self.device = resolve_device(cfg.run.device)
+        self.device = dist.local_device(resolve_device(cfg.run.device))
         self.info = dataset_info(cfg.data)
-        self.train_ds = build_dataset(cfg.data, "train")
-        self.val_ds = build_dataset(cfg.data, "val")
+        with dist.local_main_first():  # one process per node builds a data cache
+            self.train_ds = build_dataset(cfg.data, "train")
+            self.val_ds = build_dataset(cfg.data, "val")
         if tc.iters_per_epoch == 0 and len(self.train_ds) < cfg.data.batch_size:
             raise UserError(f"the train split has {len(self.train_ds)} images, fewer than one batch")
         weight = class_weights(self.train_ds).to(self.device) if tc.class_weighted else None
@@ -164,6 +176,11 @@ class TrainJob:
         cfg, phase = self.cfg, self.phases[idx]
         torch.manual_seed(_seed(cfg.run.seed, idx, -1))
         model = self._build_model(phase.role).to(self.device)
+        okddip = None
+        if phase.role == "student" and cfg.distill.online == "okddip":
+            group, okddip = online_peers(cfg.distill, model, phase.epochs, self.info.ignore_index)
+            model = group.to(self.device)
+        model = dist.convert_sync_batchnorm(model, cfg.run.sync_bn)
         teacher: nn.Module | None = None
         if phase.teacher_from == "file":
             teacher = self.teacher_file
@@ -179,12 +196,16 @@ class TrainJob:
         tc = cfg.train
         optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        dist.broadcast_module(model, criterion)  # the same start on every rank
+        if criterion is not None:
+            dist.average_grads_before_step(*(m.optimizer for _, m in criterion.losses.items()
+                                             if isinstance(m, HolisticAdversarial)))
         model.train()
-        return _PhaseState(model, teacher, criterion, optimizer, scaler, params)
+        return _PhaseState(model, teacher, criterion, optimizer, scaler, params, okddip)
 
     def _loader(self, idx: int, epoch: int, salt: int):
-        return build_loader(self.cfg.data, "train", shuffle=True, seed=_seed(self.cfg.run.seed, idx, epoch, salt),
-                            dataset=self.train_ds, drop_last=True)
+        return dist.shard_loader(build_loader(self.cfg.data, "train", shuffle=True, dataset=self.train_ds,
+                                              seed=_seed(self.cfg.run.seed, idx, epoch, salt), drop_last=True))
 
     # ------------------------------------------------------------------ steps
     def _step(self, st: _PhaseState, batch: dict[str, torch.Tensor], epoch: int, progress: float,
@@ -212,11 +233,16 @@ class TrainJob:
             loss = loss + kd
             logs["loss_kd"] = kd.item()
             logs.update({f"kd_{k}": float(v) for k, v in values.items()})
+        if st.okddip is not None:
+            okd, okd_logs = st.okddip(out, label, self.ohem, epoch=epoch, progress=progress)
+            loss = loss + okd
+            logs.update(okd_logs)
         if not bool(torch.isfinite(loss.detach())):
             raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: stopping (lower train.lr; "
                             f"the last good checkpoint is kept in {self.run.file(CHECKPOINT)})")
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
+        dist.all_reduce_grads(st.optimizer)
         if tc.grad_clip > 0:
             st.scaler.unscale_(st.optimizer)
             nn.utils.clip_grad_norm_(st.params, tc.grad_clip)
@@ -240,7 +266,8 @@ class TrainJob:
         sums: dict[str, float] = {}
         lr = cfg.train.lr
         t0 = time.perf_counter()
-        bar = tqdm(total=n_iters, desc=f"{phase.role} {epoch + 1}/{phase.epochs}", leave=False, disable=None)
+        bar = tqdm(total=n_iters, desc=f"{phase.role} {epoch + 1}/{phase.epochs}", leave=False,
+                   disable=None if dist.is_main() else True)
         it, salt = 0, 0
         st.model.train()
         try:
@@ -261,6 +288,8 @@ class TrainJob:
                 salt += 1
         finally:
             bar.close()
+        sums = dist.average_dict(sums)
+        dist.average_buffers(st.model, st.criterion)  # BatchNorm running statistics: the same model on every rank
         row: dict[str, Any] = {"phase": phase.role, "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0}
         row.update({k: v / max(1, it) for k, v in sums.items()})
         last = epoch == phase.epochs - 1
@@ -272,9 +301,9 @@ class TrainJob:
         return row
 
     def _evaluate(self, model: nn.Module) -> SegScores:
-        loader = build_loader(self.cfg.data, "val", shuffle=False, dataset=self.val_ds)
+        loader = dist.shard_loader(build_loader(self.cfg.data, "val", shuffle=False, dataset=self.val_ds))
         return evaluate(model, loader, self.info.num_classes, self.device, size_buckets=self.info.size_buckets,
-                        ignore_index=self.info.ignore_index)
+                        ignore_index=self.info.ignore_index, combine=dist.sum_confusion)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, idx: int, epoch: int, st: _PhaseState) -> dict[str, Any]:
@@ -340,7 +369,8 @@ class TrainJob:
     def run_all(self) -> tuple[nn.Module, SegScores]:
         """Train the remaining phases; returns the last phase's model and its final val scores."""
         metrics = self.run.metrics
-        metrics.truncate(self.rows)
+        if dist.is_main():
+            metrics.truncate(self.rows)
         st: _PhaseState | None = None
         for idx in range(self.start_phase, len(self.phases)):
             phase = self.phases[idx]
@@ -354,8 +384,10 @@ class TrainJob:
             for epoch in range(first, phase.epochs):
                 row = self._train_epoch(idx, st, epoch)
                 self.rows += 1
-                metrics.append(row)
-                save_checkpoint(self.run.file(CHECKPOINT), self.state(idx, epoch, st))
+                if dist.is_main():
+                    metrics.append(row)
+                    save_checkpoint(self.run.file(CHECKPOINT), self.state(idx, epoch, st))
+                dist.dump_rank_state(self.run.path, phase.role, st.model)
                 log.info("%s epoch %d/%d: %s", phase.role, epoch + 1, phase.epochs,
                          ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             if phase.role == "tutor":
@@ -370,19 +402,26 @@ class TrainJob:
         return st.model, self.last_scores
 
     def write_outputs(self, model: nn.Module, scores: SegScores) -> TrainResult:
-        """`model.pt` (deployable) and `scores.json`."""
+        """`model.pt` (deployable: an OKDDip group's leader only) and `scores.json`."""
         cfg, info = self.cfg, self.info
+        model = leader_of(model)
         meta = {"config_hash": config_hash(cfg), "seed": cfg.run.seed, "role": self.phases[-1].role,
                 "epochs": cfg.train.epochs, "kd": list(cfg.distill.losses), "tutor_path": self.tutor_path,
-                "val_miou": scores.miou}
-        model_path = save_model(
-            self.run.file("model.pt"), model, self.model_kind, info.num_classes,
+                "online": cfg.distill.online, "val_miou": scores.miou}
+        model_path = self.run.file("model.pt")
+        scores_path = self.run.file("scores.json")
+        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux"))
+        files = tuple(self.run.file(n) for n in ("model.pt", "scores.json", "metrics.csv", CHECKPOINT,
+                                                   "config.yaml", "log.txt"))
+        if not dist.is_main():  # rank 0 writes the outputs
+            return TrainResult(self.run, model_path, scores_path, scores, info.class_names, params, files)
+        save_model(
+            model_path, model, self.model_kind, info.num_classes,
             arch=self.arch.to_dict() if self.arch is not None else None,
             hrnet={"preset": cfg.train.hrnet_preset} if self.model_kind == "hrnet" else None,
             class_names=info.class_names, palette=info.palette, input_hw=tuple(cfg.data.image_size), meta=meta,
         )
-        params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux"))
-        scores_path = atomic_write_json(self.run.file("scores.json"), {
+        atomic_write_json(scores_path, {
             "miou": _nan_to_none(scores.miou),
             "pixel_acc": _nan_to_none(scores.pixel_acc),
             "per_class": {n: _nan_to_none(v) for n, v in zip(info.class_names, scores.iou)},
@@ -391,8 +430,6 @@ class TrainJob:
             "model": str(model_path),
             **meta,
         })
-        files = tuple(self.run.file(n) for n in ("model.pt", "scores.json", "metrics.csv", CHECKPOINT,
-                                                   "config.yaml", "log.txt"))
         return TrainResult(self.run, model_path, scores_path, scores, info.class_names, params, files)
 
 
@@ -405,6 +442,7 @@ def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Arch
     if tc.iters_per_epoch < 0:
         raise UserError(f"train.iters_per_epoch cannot be negative, got {tc.iters_per_epoch}")
     kd_terms(dc, info.num_classes, info.ignore_index)
+    check_online(cfg)
     if dc.losses and not dc.teacher:
         raise UserError(f"KD losses {list(dc.losses)} need a teacher model file: pass --teacher MODEL.pt "
                         "(distill.teacher), e.g. the model.pt of `nas train --model teacher`")
@@ -425,6 +463,15 @@ def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Arch
     return arch, tutor_path_for(cfg, arch)
 
 
+def _open_checkpoint(path: Path, ckpt: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a fresh run), refusing a fresh start over an existing run."""
+    if not resume and ckpt.is_file():
+        raise UserError(f"{path} already holds a training run: pass --resume to continue it or choose another --name")
+    if resume and not ckpt.is_file():
+        raise UserError(f"nothing to resume: {ckpt} does not exist")
+    return load_checkpoint(ckpt) if resume else None
+
+
 def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume: bool = False) -> TrainResult:
     """Train (or resume) a student from `arch_path`, or a teacher (`cfg.train.model == "teacher"`), in
     :func:`train_dir`; returns the deployable model's path and its final val scores.
@@ -433,6 +480,7 @@ def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume
     losses without a teacher, a teacher or architecture for another number of classes, a checkpoint of
     another architecture, `resume` without a checkpoint, or a fresh start over an existing one.
     """
+    dist.setup(cfg.run.device)
     arch, tutor_path = _validate(cfg, arch_path)
     info = dataset_info(cfg.data)
     teacher = None
@@ -440,14 +488,10 @@ def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume
         teacher, _ = load_teacher(cfg.distill.teacher, info.num_classes)  # type: ignore[arg-type]
     path = train_dir(cfg)
     ckpt = path / CHECKPOINT
-    if not resume and ckpt.is_file():
-        raise UserError(f"{path} already holds a training run: pass --resume to continue it or choose another --name")
-    if resume and not ckpt.is_file():
-        raise UserError(f"nothing to resume: {ckpt} does not exist")
-    state = load_checkpoint(ckpt) if resume else None
+    state = dist.from_main(lambda: _open_checkpoint(path, ckpt, resume))
     if cfg.distill.teacher and not cfg.distill.losses:
         log.warning("a teacher is given but distill.losses is empty: training without distillation")
-    run = RunDir.create(cfg, root=path.parent, name=path.name)
+    run = RunDir.create(cfg, root=path.parent, name=path.name) if dist.is_main() else RunDir(path)
     job = TrainJob(cfg, run, arch, teacher, tutor_path)
     if state is not None:
         job.load(state, ckpt)
