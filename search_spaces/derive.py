@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from search_spaces.arch import Architecture, Branch, Cell, branch_name
+from search_spaces.arch import Architecture, Branch, Cell, SpaceSpec, branch_name
 from search_spaces.fasterseg import Supernet
 from search_spaces.upsample import UPSAMPLERS
 
-__all__ = ["derive", "best_route", "min_depth", "BRANCH_CHOICES"]
+__all__ = ["derive", "derive_from_probs", "best_route", "min_depth", "BRANCH_CHOICES"]
 
 BRANCH_CHOICES = ("auto", "32,16", "32,8")
 _TIE = 1e-9  # pair scores this close count as equal (then the coarser finer branch, 1/16, wins)
@@ -84,10 +84,10 @@ def _decisions(route: list[int], beta: dict[tuple[int, int], torch.Tensor]) -> d
     return out
 
 
-def _branch_cells(net: Supernet, probs: dict[str, Any], route: list[int], head_width: float,
+def _branch_cells(sp: SpaceSpec, probs: dict[str, Any], route: list[int], head_width: float,
                   teacher: bool, min_depth_rule: bool) -> tuple[list[Cell], dict[str, Any]]:
     """Ops, widths and skip removal along one route (FasterSeg's `path2widths` + `alphas2ops_path_width`)."""
-    sp, L = net.spec, len(route)
+    L = len(route)
     skip = sp.ops.index("skip") if "skip" in sp.ops else None
     alpha = {layer: probs["alpha"][(layer, si)].detach().clone() for layer, si in enumerate(route)}
     widths = []
@@ -128,15 +128,26 @@ def _branch_cells(net: Supernet, probs: dict[str, Any], route: list[int], head_w
 def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto",
            min_depth_rule: bool = True) -> Architecture:
     """The discrete architecture of `arch_set` (see the module docstring for the rules)."""
-    if branches not in BRANCH_CHOICES:
-        raise ValueError(f"branches must be one of {list(BRANCH_CHOICES)} but got {branches!r}.")
-    net, sp = supernet, supernet.spec
-    if tuple(sp.scales) != (8, 16, 32) and branches != "auto":
-        raise ValueError(f"branches={branches!r} needs scales (8, 16, 32), got {sp.scales}")
     teacher = arch_set == "teacher"
     with torch.no_grad():
-        probs = net.arch_probs(arch_set)
-    beta, L = probs["beta"], net.L
+        probs = supernet.arch_probs(arch_set)
+    arch = derive_from_probs(supernet.spec, probs, branches=branches, min_depth_rule=min_depth_rule,
+                             stem_width=1.0 if teacher else supernet.stem_width[arch_set],
+                             head_width=1.0 if teacher else supernet.head_width[arch_set],
+                             kind="teacher" if teacher else "student")
+    return arch.with_meta(arch_set=arch_set)
+
+
+def derive_from_probs(sp: SpaceSpec, probs: dict[str, Any], branches: str = "auto", min_depth_rule: bool = True,
+                      stem_width: float = 1.0, head_width: float = 1.0, kind: str = "student") -> Architecture:
+    """The discrete architecture that probabilities in :meth:`Supernet.arch_probs` layout describe, by the
+    rules of the module docstring; lets other search back-ends (NNI) derive exactly as the native one."""
+    if branches not in BRANCH_CHOICES:
+        raise ValueError(f"branches must be one of {list(BRANCH_CHOICES)} but got {branches!r}.")
+    if tuple(sp.scales) != (8, 16, 32) and branches != "auto":
+        raise ValueError(f"branches={branches!r} needs scales (8, 16, 32), got {sp.scales}")
+    teacher = kind == "teacher"
+    beta, L = probs["beta"], sp.layers
     routes = {e: best_route(beta, L, ei) for ei, e in enumerate(sp.scales)}
     coarse = sp.scales[-1]
     scores = {}
@@ -148,17 +159,16 @@ def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto"
         finer = max(e for e in sp.scales[:-1] if scores[e] >= top - _TIE)
     else:
         finer = int(branches.split(",")[1])
-    head_width = 1.0 if teacher else net.head_width[arch_set]
     out_branches, at_min, info_all = [], {}, {}
     for e in (coarse, finer):
-        cells, info = _branch_cells(net, probs, routes[e][0], head_width, teacher, min_depth_rule)
+        cells, info = _branch_cells(sp, probs, routes[e][0], head_width, teacher, min_depth_rule)
         n_steps = sp.scales.index(e)
         ups = tuple(UPSAMPLERS[int(probs["upsample"][(e, k)].argmax())] for k in range(n_steps))
         out_branches.append(Branch(cells=tuple(cells), upsample=ups))
         at_min[branch_name(e)] = info["at_min_depth"]
         info_all[branch_name(e)] = info
     meta = {
-        "arch_set": arch_set,
+        "arch_set": kind,
         "at_min_depth": at_min,
         "branch_rule": branches,
         "min_depth": {k: v["min_depth"] for k, v in info_all.items()},
@@ -172,9 +182,9 @@ def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto"
     return Architecture(
         space=sp,
         branches=tuple(out_branches),
-        stem_width=1.0 if teacher else net.stem_width[arch_set],
+        stem_width=stem_width,
         head_width=head_width,
         final_upsample=UPSAMPLERS[int(probs["final_upsample"].argmax())],
-        kind="teacher" if teacher else "student",
+        kind=kind,
         meta=meta,
     )

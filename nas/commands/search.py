@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 
-__all__ = ["register"]
+__all__ = ["register", "STRATEGY_CHOICES"]
+
+STRATEGY_CHOICES = ("native", "nni-darts", "nni-gumbel", "nni-random")
 
 log = logging.getLogger(__name__)
 
@@ -17,23 +19,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an architecture under a latency target (resumable)")
     add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.add_argument("--strategy", choices=STRATEGY_CHOICES,
+                   help="native (default) or an NNI one-shot strategy, which needs the `nni` extra "
+                        "(shortcut for --set search.strategy=...)")
     p.set_defaults(func=_search)
 
 
 def _search(args: argparse.Namespace) -> int:
     from nas.cli import config_from_args
+    from nas.distributed import is_main
     from nas.io import load_checkpoint
     from nas.plots import evolution_data, render_evolution, render_trellis, trellis_diagram
     from nas.search import run_search
     from nas.search.loop import CHECKPOINT
 
+    if args.strategy:
+        args.overrides = [*args.overrides, f"search.strategy={args.strategy}"]
     cfg = config_from_args(args)
     try:
-        result = run_search(cfg, resume=args.resume)
+        if cfg.search.strategy == "native":
+            result = run_search(cfg, resume=args.resume)
+        else:
+            from nas.nni_backend import run_nni_search
+
+            result = run_nni_search(cfg, resume=args.resume)
     except KeyboardInterrupt:
         print(f"nas search: interrupted; the last finished epoch is saved in {cfg.run.root}/{cfg.run.name}/"
               f"{CHECKPOINT}: continue with --resume", file=sys.stderr)
         return 130
+    if not is_main():  # under torchrun, rank 0 alone draws the plots and prints the summary
+        return 0
     run = result.run_dir
     history = load_checkpoint(run.file(CHECKPOINT)).get("history", [])
     spec = result.student.space
@@ -46,5 +61,6 @@ def _search(args: argparse.Namespace) -> int:
     if result.student_latency_ms is not None:
         print(f"table latency of the student: {result.student_latency_ms:.2f} ms "
               f"(target {cfg.search.latency_target_ms:g} ms at {cfg.latency.input_hw[0]}x{cfg.latency.input_hw[1]})")
-    print(f"results: {run.path}/ (student.arch.json, teacher.arch.json, metrics.csv, arch_evolution.png)")
+    outputs = "student.arch.json, teacher.arch.json" if result.teacher is not None else "student.arch.json"
+    print(f"results: {run.path}/ ({outputs}, metrics.csv, arch_evolution.png)")
     return 0
