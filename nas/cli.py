@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "nas.commands.train",
     "nas.commands.export",
     "nas.commands.predict",
+    "nas.commands.study",
 )
 
 
