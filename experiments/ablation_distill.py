@@ -27,7 +27,8 @@ too) and one HRNet-W18-small teacher. On 2 CPU threads one iteration takes about
 vs 7.0 s per 8-iteration epoch on 1 thread): about 14–15 hours in all; on one GPU (`run.device` auto picks CUDA,
 mixed precision) minutes.
 
-Writes ``experiments/results/ablation_distill.csv`` and ``ablation_distill.png`` (``--quick``: ``*_quick.*``).
+Writes ``experiments/results/ablation_distill.csv`` and ``ablation_distill.png`` (``--quick``: ``*_quick.*``;
+``--tag T``: ``*_T.*``, e.g. for a smaller recipe given with ``--set``).
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-preset", default="w18_small", help="HRNet preset of the teacher (tiny for speed)")
     p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the students')")
     p.add_argument("--root", type=Path, help="run folder (default runs/ablation_distill[_quick])")
+    p.add_argument("--tag", help="results and run-folder suffix, for a run with other --set values (default: none; "
+                                 "--quick: quick)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for training and latency")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable)")
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from search_spaces.arch import load_architecture, save_architecture
 
     torch.set_num_threads(args.threads)
-    suffix = "_quick" if args.quick else ""
+    suffix = f"_{args.tag}" if args.tag else ("_quick" if args.quick else "")
     root = args.root or Path("runs") / f"ablation_distill{suffix}"
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"ablation_distill: unknown row {unknown[0]!r} (known: {', '.join(ROWS)})", file=sys.stderr)
         return 2
-    common = [f"run.root={root}", f"run.threads={args.threads}", "data.root=data/digit_scenes" + suffix,
+    common = [f"run.root={root}", f"run.threads={args.threads}", "data.root=data/digit_scenes" + ("_quick" if args.quick else ""),
               *(QUICK if args.quick else FULL), *args.overrides]
     if args.quick:
         args.teacher_preset = "tiny"

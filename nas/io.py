@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -19,6 +19,7 @@ from nas.config import config_hash, dump_yaml
 from nas.errors import UserError
 
 __all__ = [
+    "atomic_write_stream",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -32,14 +33,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temp file beside `path`, fsync it, then rename over `path` (all or nothing)."""
+def atomic_write_stream(path: str | Path, source: BinaryIO) -> Path:
+    """Copy the file object `source` to a temp file beside `path`, fsync it, then rename over `path` (all or
+    nothing), in 1 MiB chunks so that large artifacts are never held in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            while chunk := source.read(1 << 20):
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -47,6 +50,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temp file beside `path`, fsync it, then rename over `path` (all or nothing)."""
+    return atomic_write_stream(path, io.BytesIO(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -155,9 +155,9 @@ def build_table(
     todo = [u for u in units if u.key not in table.entries]
     if not todo:
         return table
+    log.info("measuring %d of %d units (%d cached, %d rounds) on %s", len(todo), len(units), len(units) - len(todo),
+             max(1, rounds), provenance.get("device"))
     todo = todo * max(1, rounds)  # later rounds keep the fastest median: interference only adds time
-    log.info("measuring %d of %d units (%d cached) on %s", len(todo), len(units), len(units) - len(todo),
-             provenance.get("device"))
     table.provenance["complete"] = False
     try:
         seen: set[str] = set()

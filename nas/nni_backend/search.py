@@ -27,7 +27,6 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,10 +45,9 @@ from nas.latency.cache import open_table
 from nas.nni_backend import NNI_VERSION, STRATEGIES, require_nni
 from nas.nni_backend.convert import LabelLayout, architecture_from_choice, one_hot_logits, probs_from_logits
 from nas.nni_backend.space import FasterSegModelSpace
-from nas.search.loop import CHECKPOINT, SearchResult, arch_entropies
+from nas.search.loop import CHECKPOINT, SearchResult, arch_entropies, finish_student
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
-from search_spaces.builder import build_network
 from search_spaces.registry import space_from_config
 
 __all__ = ["NniSearchJob", "run_search_nni", "CHOICE_FILE"]
@@ -282,27 +280,13 @@ class NniSearchJob:
                 "distill": cfg.search.distill}
         student = architecture_from_choice(self.layout, self.sample, self.stem_width, self.head_width,
                                            probs=label_probs, meta=meta)
-        if cfg.search.distill != "none":
-            distill: dict[str, Any] = {"mode": cfg.search.distill}
-            if cfg.search.distill == "tutor":
-                distill["tutor_path"] = cfg.search.tutor_path
-            student = replace(student, distill=distill)
         self.resample_to(self.sample)
         frozen = self.net.freeze(self.sample) if hasattr(self.net, "freeze") else self.net
         val_loader = build_loader(cfg.data, "val", shuffle=False, dataset=self.val)
         row["val_miou_student"] = evaluate(frozen, val_loader, self.info.num_classes, self.device,
                                            max_batches=cfg.search.val_batches or None).miou
-        if self.table is not None:
-            net = build_network(student, aux_heads=False).to(self.device)
-            lat = self.table.predict_model(net, (cfg.latency.batch, 3, *cfg.latency.input_hw))
-            row["table_latency_ms"] = lat
-            student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=cfg.search.latency_target_ms,
-                                        latency_table=str(self.table.path))
-            if cfg.search.latency_adapt and epoch >= cfg.search.warmup_epochs:
-                if lat > cfg.search.latency_target_ms:
-                    self.latency_weight *= 2.0
-                elif lat < 0.85 * cfg.search.latency_target_ms:
-                    self.latency_weight = max(self.latency_weight / 2.0, 1e-3)
+        student, self.latency_weight = finish_student(cfg, student, self.table, self.latency_weight, epoch, row,
+                                                      self.device)
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values()))
         self.history.append({k: {str(kk): vv.detach().cpu().tolist() for kk, vv in d.items()}

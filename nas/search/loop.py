@@ -283,24 +283,8 @@ class SearchJob:
             scores = evaluate(_Argmax(self.net, s), val_loader, self.info.num_classes, self.device,
                               max_batches=max_b, combine=dist.sum_confusion)
             row[f"val_miou_{s}"] = scores.miou
-        student = archs["student"]
-        if cfg.search.distill != "none":
-            distill = {"mode": cfg.search.distill}
-            if cfg.search.distill == "tutor":
-                distill["tutor_path"] = cfg.search.tutor_path
-            student = replace(student, distill=distill)
-        if self.table is not None:
-            net = build_network(student, aux_heads=False).to(self.device)
-            lat = self.table.predict_model(net, (cfg.latency.batch, 3, *cfg.latency.input_hw))
-            row["table_latency_ms"] = lat
-            student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=cfg.search.latency_target_ms,
-                                        latency_table=str(self.table.path))
-            if cfg.search.latency_adapt and epoch >= cfg.search.warmup_epochs:
-                target = cfg.search.latency_target_ms
-                if lat > target:
-                    self.latency_weight *= 2.0
-                elif lat < 0.85 * target:
-                    self.latency_weight = max(self.latency_weight / 2.0, 1e-3)
+        student, self.latency_weight = finish_student(cfg, archs["student"], self.table, self.latency_weight,
+                                                      epoch, row, self.device)
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values())) if isinstance(at_min, dict) else int(bool(at_min))
         archs["student"] = student
@@ -358,6 +342,32 @@ class SearchJob:
         if student.meta.get("at_min_depth") and any(student.meta["at_min_depth"].values()):
             log.warning("the derived student ended at the minimum-depth bound: the latency target may be too tight")
         return SearchResult(student, self.archs.get("teacher"), self.run, student.meta.get("predicted_latency_ms"))
+
+
+def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, latency_weight: float, epoch: int,
+                   row: dict[str, Any], device: torch.device) -> tuple[Architecture, float]:
+    """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
+    weight adapted to it (doubled above the target, halved below 85% of it, after the warm-up); shared by every
+    search back-end so that all of them derive and price alike. Writes ``table_latency_ms`` into `row`."""
+    sc = cfg.search
+    if sc.distill != "none":
+        distill: dict[str, Any] = {"mode": sc.distill}
+        if sc.distill == "tutor":
+            distill["tutor_path"] = sc.tutor_path
+        student = replace(student, distill=distill)
+    if table is None:
+        return student, latency_weight
+    net = build_network(student, aux_heads=False).to(device)
+    lat = table.predict_model(net, (cfg.latency.batch, 3, *cfg.latency.input_hw))
+    row["table_latency_ms"] = lat
+    student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=sc.latency_target_ms,
+                                latency_table=str(table.path))
+    if sc.latency_adapt and epoch >= sc.warmup_epochs:
+        if lat > sc.latency_target_ms:
+            latency_weight *= 2.0
+        elif lat < 0.85 * sc.latency_target_ms:
+            latency_weight = max(latency_weight / 2.0, 1e-3)
+    return student, latency_weight
 
 
 def _check_finite(loss: torch.Tensor, what: str) -> None:

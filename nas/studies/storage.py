@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from nas.errors import UserError
+from nas.io import atomic_write_stream
 
 __all__ = [
     "STORAGE_FILE",
@@ -226,17 +225,7 @@ class AtomicArtifactStore:
 
     def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
         target = self._store._get_filepath(artifact_id)  # validates the id (no absolute paths, no escape)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                while chunk := content_body.read(1 << 20):
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_stream(target, content_body)
 
     def remove(self, artifact_id: str) -> None:
         self._store.remove(artifact_id)
