@@ -26,6 +26,7 @@ __all__ = [
     "read_json",
     "save_checkpoint",
     "load_checkpoint",
+    "resume_checkpoint",
     "RunDir",
     "MetricsLog",
 ]
@@ -136,6 +137,17 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return f"{v:.6g}"
     return v
+
+
+def resume_checkpoint(ckpt: Path, resume: bool, what: str) -> dict[str, Any] | None:
+    """The checkpoint `ckpt` to resume from, or None for a fresh run; refuses a fresh start over an existing
+    checkpoint and a resume without one, so that no finished work is overwritten by mistake. `what` names the
+    job in the message ("a search", "a training run")."""
+    if not resume and ckpt.is_file():
+        raise UserError(f"{ckpt.parent} already holds {what}: pass --resume to continue it or choose another --name")
+    if resume and not ckpt.is_file():
+        raise UserError(f"nothing to resume: {ckpt} does not exist")
+    return load_checkpoint(ckpt) if resume else None
 
 
 class RunDir:

@@ -28,7 +28,7 @@ from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import create_kd_loss
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, load_checkpoint, save_checkpoint
+from nas.io import RunDir, resume_checkpoint, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
 from nas.train.losses import OhemCrossEntropy
@@ -377,16 +377,9 @@ def _check_finite(loss: torch.Tensor, what: str) -> None:
 
 
 def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from (None for a fresh run), refusing a fresh start over an existing run."""
-    ckpt = run.file(CHECKPOINT)
-    if not resume and ckpt.is_file():
-        raise UserError(f"{run.path} already holds a search: pass --resume to continue it or choose another --name")
-    if resume and not ckpt.is_file():
-        raise UserError(f"nothing to resume: {ckpt} does not exist")
-    if not resume:
-        return None
-    state = load_checkpoint(ckpt)
-    if state.get("config_hash") != config_hash(cfg):
+    """The checkpoint to resume from (None for a fresh run); warns when the configuration changed since."""
+    state = resume_checkpoint(run.file(CHECKPOINT), resume, "a search")
+    if state is not None and state.get("config_hash") != config_hash(cfg):
         log.warning("resuming with a configuration that differs from the checkpoint's")
     return state
 

@@ -34,7 +34,7 @@ from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, atomic_write_json, load_checkpoint, save_checkpoint
+from nas.io import RunDir, atomic_write_json, resume_checkpoint, save_checkpoint
 from nas.metrics import SegScores
 from nas.models import save_model
 from nas.train.chain import (
@@ -463,15 +463,6 @@ def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Arch
     return arch, tutor_path_for(cfg, arch)
 
 
-def _open_checkpoint(path: Path, ckpt: Path, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from (None for a fresh run), refusing a fresh start over an existing run."""
-    if not resume and ckpt.is_file():
-        raise UserError(f"{path} already holds a training run: pass --resume to continue it or choose another --name")
-    if resume and not ckpt.is_file():
-        raise UserError(f"nothing to resume: {ckpt} does not exist")
-    return load_checkpoint(ckpt) if resume else None
-
-
 def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume: bool = False) -> TrainResult:
     """Train (or resume) a student from `arch_path`, or a teacher (`cfg.train.model == "teacher"`), in
     :func:`train_dir`; returns the deployable model's path and its final val scores.
@@ -488,7 +479,7 @@ def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume
         teacher, _ = load_teacher(cfg.distill.teacher, info.num_classes)  # type: ignore[arg-type]
     path = train_dir(cfg)
     ckpt = path / CHECKPOINT
-    state = dist.from_main(lambda: _open_checkpoint(path, ckpt, resume))
+    state = dist.from_main(lambda: resume_checkpoint(ckpt, resume, "a training run"))
     if cfg.distill.teacher and not cfg.distill.losses:
         log.warning("a teacher is given but distill.losses is empty: training without distillation")
     run = RunDir.create(cfg, root=path.parent, name=path.name) if dist.is_main() else RunDir(path)
