@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nas.config import load_config
     from nas.errors import UserError
+    from nas.io import atomic_write_csv
     from search_spaces.arch import load_architecture, save_architecture
 
     torch.set_num_threads(args.threads)
@@ -263,11 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['row']:<16} {100 * r['miou_mean']:7.2f} ± {100 * r['miou_std']:4.2f} {r['params_m']:11.3f} "
               f"{r['latency_ms']:13.2f} {r['epoch_s']:8.2f} {r['time_vs_no_kd']:8.2f}×")
     csv_path = RESULTS / f"ablation_distill{suffix}.csv"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(results[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(results)
+    atomic_write_csv(csv_path, results)
     png = render(plot_data(results), RESULTS / f"ablation_distill{suffix}.png",
                  f"distillation ablation ({len(seeds)} seeds, teacher mIoU {100 * t_scores['miou']:.1f})")
     print(f"results: {csv_path}, {png}, runs in {root}/")

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nas.io import atomic_write_csv
+
 __all__ = ["STRATEGIES", "search_and_train", "main"]
 
 HERE = Path(__file__).resolve().parent
@@ -147,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['strategy']:<11} {r['s_per_epoch']:8.2f} {r['peak_rss_gb']:8.2f} {r['table_ms']:9.2f} "
               f"{r['measured_ms']:12.2f} {100 * r['miou_mean']:7.2f} ± {100 * r['miou_std']:4.2f}")
     out = RESULTS / f"bench_backends{'_quick' if args.quick else ''}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    atomic_write_csv(out, summary)
     print(f"table: {out}")
     return 0
 

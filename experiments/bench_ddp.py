@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nas.io import atomic_write_csv
+
 __all__ = ["run_config", "samples_per_second", "main"]
 
 HERE = Path(__file__).resolve().parent
@@ -117,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['stage']:<7} {r['processes']:>5} {r['threads']:>7} {r['samples_per_s']:>10.2f} "
               f"{r['vs_1_process']:>8.2f}×")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
+    atomic_write_csv(args.out, results)
     print(f"table: {args.out}")
     return 0
 

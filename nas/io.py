@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_csv",
     "read_json",
     "save_checkpoint",
     "load_checkpoint",
@@ -64,6 +65,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write `rows` as CSV atomically; the columns are the union of the rows' keys in first-seen order (a row
+    without a key leaves its cell empty)."""
+    columns: list[str] = []
+    for r in rows:
+        columns.extend(k for k in r if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -121,14 +135,7 @@ class MetricsLog:
         self._flush()
 
     def _flush(self) -> None:
-        columns: list[str] = []
-        for r in self.rows:
-            columns.extend(k for k in r if k not in columns)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
+        atomic_write_csv(self.path, self.rows)
 
 
 def _fmt(v: Any) -> Any:
