@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    console = logging.StreamHandler()
+    console.setLevel(level)  # a run's log file lowers the root level to INFO; the console keeps -q / -v
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[console])
     logging.getLogger().setLevel(level)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError"]
+__all__ = ["UserError", "ConfigError", "WriteError"]
 
 
 class UserError(Exception):
@@ -11,3 +11,12 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A malformed configuration: unknown key, wrong type, bad value."""
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (disk full, file too large, read-only, no permission); raised by the atomic
+    writers of :mod:`nas.io`, so the previous version of the file is intact. Still an ``OSError`` (``errno``,
+    ``strerror``, ``filename``) for callers that catch those."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror} (its previous version, if any, is unchanged)"

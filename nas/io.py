@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ import torch
 
 from nas import __version__
 from nas.config import config_hash, dump_yaml
-from nas.errors import UserError
+from nas.errors import UserError, WriteError
 
 __all__ = [
     "atomic_write_stream",
@@ -28,6 +29,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "resume_checkpoint",
+    "kept_checkpoint",
     "RunDir",
     "MetricsLog",
 ]
@@ -37,19 +39,26 @@ log = logging.getLogger(__name__)
 
 def atomic_write_stream(path: str | Path, source: BinaryIO) -> Path:
     """Copy the file object `source` to a temp file beside `path`, fsync it, then rename over `path` (all or
-    nothing), in 1 MiB chunks so that large artifacts are never held in memory."""
+    nothing), in 1 MiB chunks so that large artifacts are never held in memory. A failed write (disk full,
+    file too large, read-only, no permission) removes the temp file and raises :class:`~nas.errors.WriteError`:
+    the previous `path` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             while chunk := source.read(1 << 20):
                 fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError) and exc.errno is not None:
+            raise WriteError(exc.errno, exc.strerror, str(path)) from None
         raise
     return path
 
@@ -91,6 +100,12 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise UserError(f"{what} {p} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{what} {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{what} {p} is nested too deeply to be read") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise UserError(f"{what} {p} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -157,6 +172,13 @@ def resume_checkpoint(ckpt: Path, resume: bool, what: str) -> dict[str, Any] | N
     return load_checkpoint(ckpt) if resume else None
 
 
+def kept_checkpoint(ckpt: Path) -> str:
+    """What a job stopped by an error leaves to resume from, for the end of its one-line message."""
+    if ckpt.is_file():
+        return f"the last good checkpoint is kept in {ckpt}: fix the cause, then continue with --resume"
+    return f"no epoch had finished, so {ckpt.parent} holds no checkpoint yet"
+
+
 class RunDir:
     """`runs/<name>/`: resolved config, metrics CSV, log file, checkpoints and outputs of one job."""
 
@@ -165,10 +187,13 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: Any, root: str | Path | None = None, name: str | None = None) -> RunDir:
-        """Make the folder, save the resolved config and provenance, attach a log file."""
+        """Make the folder, save the resolved config and provenance, attach a log file; remove the temp files of
+        a predecessor killed mid-write (SIGKILL skips the atomic writers' clean-up; the real files are intact)."""
         root = Path(root if root is not None else cfg.run.root)
         run = cls(root / (name if name is not None else cfg.run.name))
         run.path.mkdir(parents=True, exist_ok=True)
+        for stale in run.path.glob(".*.tmp"):  # one job per run folder: no other writer's temp file is here
+            stale.unlink(missing_ok=True)
         atomic_write_text(run.path / "config.yaml", dump_yaml(cfg))
         atomic_write_json(
             run.path / "provenance.json",

@@ -221,7 +221,7 @@ class Architecture:
             fch=s.get("fch", int),
             scales=tuple(s.get_list("scales", int)),
             ops=tuple(s.get_list("ops", str)),
-            widths=tuple(float(w) for w in s.get_list("widths", (int, float))),
+            widths=tuple(s.number_list("widths")),
             num_classes=s.get("num_classes", int),
         )
         branches = []
@@ -230,7 +230,7 @@ class Architecture:
             cells = []
             for ci, rc in enumerate(b.get_list("cells", dict)):
                 c = _Fields(rc, f"branches[{bi}].cells[{ci}].")
-                cells.append(Cell(scale=c.get("scale", int), op=c.get("op", str), width=float(c.get("width", (int, float)))))
+                cells.append(Cell(scale=c.get("scale", int), op=c.get("op", str), width=c.number("width")))
             upsample = tuple(b.get_list("upsample", str)) if "upsample" in raw else None
             branches.append(Branch(cells=tuple(cells), upsample=upsample if upsample is not None else ()))
         distill = data.get("distill", {"mode": "none"})
@@ -242,8 +242,8 @@ class Architecture:
         arch = cls(
             space=space,
             branches=tuple(branches),
-            stem_width=float(d.get("stem_width", (int, float))),
-            head_width=float(d.get("head_width", (int, float))),
+            stem_width=d.number("stem_width"),
+            head_width=d.number("head_width"),
             final_upsample=d.get("final_upsample", str),
             kind=d.get("kind", str),
             distill=distill,
@@ -296,6 +296,14 @@ class _Fields:
             raise ArchitectureError(f"field {self.prefix}{key}: must be finite, got {v!r}")
         return v
 
+    def number(self, key: str) -> float:
+        """A JSON number as a float; an integer too large for a float is an error naming the field."""
+        return _as_float(self.get(key, (int, float)), f"{self.prefix}{key}")
+
+    def number_list(self, key: str) -> list[float]:
+        """A list of JSON numbers as floats."""
+        return [_as_float(v, f"{self.prefix}{key}[{i}]") for i, v in enumerate(self.get_list(key, (int, float)))]
+
     def get_list(self, key: str, tp: type | tuple[type, ...]) -> list[Any]:
         v = self.get(key, list)
         for i, item in enumerate(v):
@@ -305,6 +313,14 @@ class _Fields:
             if isinstance(item, float) and not math.isfinite(item):
                 raise ArchitectureError(f"field {self.prefix}{key}[{i}]: must be finite, got {item!r}")
         return v
+
+
+def _as_float(value: int | float, where: str) -> float:
+    """`value` as a float; an integer beyond the float range is an ArchitectureError naming `where`."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ArchitectureError(f"field {where}: an integer of {int(value).bit_length()} bits is too large") from None
 
 
 def load_architecture(path: str | Path) -> Architecture:

@@ -95,9 +95,8 @@ def _predict(args: argparse.Namespace) -> int:
     from nas.device import resolve_device
 
     paths = [Path(p) for p in args.images]
-    for p in paths:
-        if not p.is_file():
-            raise UserError(f"image not found: {p}")
+    for p in paths:  # every image is read once before any output is written: a bad one leaves no partial output
+        _read_image(p)
     device = resolve_device(args.device)
     model, info = open_model_file(args.checkpoint)
     model.to(device)

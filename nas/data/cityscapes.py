@@ -262,7 +262,8 @@ class Cityscapes(Dataset):
         from tqdm import tqdm
 
         counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for _, lab in tqdm(self.pairs, desc=f"cityscapes {self.split} labels", unit="img", leave=False):
+        for _, lab in tqdm(self.pairs, desc=f"cityscapes {self.split} labels", unit="img", leave=False,
+                           disable=None):  # None: no bar when stderr is not a terminal
             train = map_label_ids(_read_label(lab), lab)
             counts += np.bincount(train.ravel(), minlength=256)[:NUM_CLASSES]
         return counts
@@ -288,7 +289,7 @@ def check_root(root: str | Path, splits: Iterable[str] | None = None, check_ids:
     for split in splits:
         pairs = find_pairs(root, split)
         per_city: dict[str, int] = {}
-        for img, lab in tqdm(pairs, desc=f"checking {split}", unit="img", leave=False, disable=len(pairs) < 50):
+        for img, lab in tqdm(pairs, desc=f"checking {split}", unit="img", leave=False, disable=len(pairs) < 50 or None):
             sizes.add(_check_pair_sizes(img, lab))
             if check_ids:
                 map_label_ids(_read_label(lab), lab)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import create_kd_loss
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, resume_checkpoint, save_checkpoint
+from nas.io import RunDir, kept_checkpoint, resume_checkpoint, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
 from nas.train.losses import OhemCrossEntropy
@@ -123,6 +124,7 @@ class SearchJob:
             self.expected = ExpectedLatency(self.table, spec, tuple(cfg.latency.input_hw), stems[0], heads[0],
                                             branches=self.net.main_branches)
         self.start_epoch = 0
+        self.epoch = 0  # the epoch running now (named by a divergence error)
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ schedule
@@ -187,7 +189,7 @@ class SearchJob:
             logs["w_kd"] = float(kd.detach())
         total = total + s_loss
         logs["w_loss_student"] = float(s_loss.detach())
-        _check_finite(total, "weight loss")
+        _check_finite(total, "weight loss", self.epoch, self.run.file(CHECKPOINT))
         total.backward()
         dist.all_reduce_grads(self.net.weight_parameters())
         if self.cfg.search.grad_clip > 0:
@@ -218,7 +220,7 @@ class SearchJob:
             logs["a_latency_loss"], logs["expected_latency_ms"] = float(lat_loss.detach()), lat_ms
         total = total + s_loss
         logs["a_loss_student"] = float(s_loss.detach())
-        _check_finite(total, "architecture loss")
+        _check_finite(total, "architecture loss", self.epoch, self.run.file(CHECKPOINT))
         total.backward(inputs=self.net.arch_parameters())  # weight gradients are not needed here
         dist.all_reduce_grads(self.net.arch_parameters())
         self.a_opt.step()
@@ -227,6 +229,7 @@ class SearchJob:
     # ------------------------------------------------------------------ epochs
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         sc = self.cfg.search
+        self.epoch = epoch
         searching = epoch >= sc.warmup_epochs
         tau = self.tau(epoch)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.run.seed * 7 + epoch)
@@ -317,6 +320,11 @@ class SearchJob:
             self.a_opt.load_state_dict(state["a_opt"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"the search checkpoint does not match this configuration: {str(exc).splitlines()[0][:160]}") from None
+        sc = self.cfg.search  # the configured rates win over the saved ones: a resume may lower a learning rate
+        for group in self.w_opt.param_groups:
+            group.update(lr=sc.weight_lr, momentum=sc.weight_momentum, weight_decay=sc.weight_decay)
+        for group in self.a_opt.param_groups:
+            group.update(lr=sc.arch_lr, betas=sc.arch_betas, weight_decay=sc.arch_weight_decay)
         self.latency_weight = float(state["latency_weight"])
         self.history = list(state.get("history", []))
         self.start_epoch = int(state["epoch"]) + 1
@@ -370,10 +378,11 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
     return student, latency_weight
 
 
-def _check_finite(loss: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(loss):
-        raise UserError(f"the {what} became {float(loss)}: stopping (lower the learning rates; the last good "
-                        "checkpoint is kept)")
+def _check_finite(loss: torch.Tensor, what: str, epoch: int, ckpt: Path) -> None:
+    """Stop on a NaN / Inf loss before it reaches the weights, with a one-line error naming what is kept."""
+    if not torch.isfinite(loss.detach()):
+        raise UserError(f"the {what} became {float(loss.detach())} at epoch {epoch}: stopping (lower "
+                        f"search.weight_lr / search.arch_lr); {kept_checkpoint(ckpt)}")
 
 
 def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:
@@ -390,9 +399,13 @@ def run_search(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
     dist.setup(cfg.run.device)
     run = RunDir(f"{cfg.run.root}/{cfg.run.name}")
     state = dist.from_main(lambda: _open_checkpoint(cfg, run, resume))
-    run = RunDir.create(cfg) if dist.is_main() else run
     job = SearchJob(cfg, run)
     if state is not None:
         job.load(state)
+    # Only now, with the data, the latency table and any checkpoint accepted, is the run folder written: a refused
+    # job leaves no folder behind, nor overwrites the config of the run it refused to resume.
+    if dist.is_main():
+        RunDir.create(cfg)
+    if state is not None:
         log.info("resuming %s at epoch %d", run.path, job.start_epoch)
     return job.run_all()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -126,11 +127,13 @@ def open_storage(url: str, create: bool = False, heartbeat_s: int | None = None,
         elif kind == "postgresql":
             engine["connect_args"] = {"connect_timeout": 10}
         kwargs: dict[str, Any] = {}
-        if heartbeat_s:
-            kwargs = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(grace_s or 2 * heartbeat_s),
-                      "heartbeat_stale_trial_callback":
-                          optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)}
-        return _create_rdb(url, engine, kwargs, path)
+        with warnings.catch_warnings():  # Optuna marks heartbeats experimental: not a warning per command
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat_s:
+                kwargs = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(grace_s or 2 * heartbeat_s),
+                          "heartbeat_stale_trial_callback":
+                              optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)}
+            return _create_rdb(url, engine, kwargs, path)
     except UserError:
         raise
     except Exception as exc:  # sqlalchemy / driver / file errors: all mean "cannot use this storage"
@@ -221,11 +224,19 @@ class AtomicArtifactStore:
         self._store = FileSystemArtifactStore(self.base_path)
 
     def open_reader(self, artifact_id: str) -> IO[bytes]:
-        return self._store.open_reader(artifact_id)
+        return self._store.open_reader(_artifact_id(artifact_id))
 
     def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
-        target = self._store._get_filepath(artifact_id)  # validates the id (no absolute paths, no escape)
+        target = self._store._get_filepath(_artifact_id(artifact_id))
         atomic_write_stream(target, content_body)
 
     def remove(self, artifact_id: str) -> None:
-        self._store.remove(artifact_id)
+        self._store.remove(_artifact_id(artifact_id))
+
+
+def _artifact_id(artifact_id: str) -> str:
+    """`artifact_id` if it is a plain name (Optuna's ids are UUIDs), else a UserError: an id read from a shared
+    storage or a dashboard URL must never reach a file outside the store (``..``, ``/``, ``.``, empty)."""
+    if not isinstance(artifact_id, str) or not _SAFE_NAME.match(artifact_id):
+        raise UserError(f"refusing artifact id {artifact_id!r}: expected a plain name such as Optuna's UUIDs")
+    return artifact_id

@@ -9,9 +9,7 @@ user attributes, so `show`, `export` and the dashboard find everything from the 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from nas.config import ExperimentConfig, config_hash, to_dict
 from nas.errors import UserError
+from nas.io import atomic_write_stream
 from nas.studies.objective import DIRECTIONS, OBJECTIVES, TrialObjective
 from nas.studies.space import SearchSpace
 from nas.studies.storage import (
@@ -169,8 +168,9 @@ def find_trial(study: Any, number: int) -> Any:
 
 
 def download_artifact(handle: StudyHandle, trial: Any, name: str, dest_dir: str | Path) -> Path:
-    """Download the trial's artifact called `name` into `dest_dir` (atomically); its stored file name is
-    checked to be a plain name first, so a tampered storage cannot write outside `dest_dir`."""
+    """Download the trial's artifact called `name` into `dest_dir` (atomically); its stored file name and id are
+    checked to be plain names first, so a tampered storage can neither write outside `dest_dir` nor read outside
+    the artifact store."""
     from optuna.artifacts import get_all_artifact_meta
     from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -181,18 +181,10 @@ def download_artifact(handle: StudyHandle, trial: Any, name: str, dest_dir: str 
                         f"(it has: {', '.join(have) or 'none'})")
     meta = metas[-1]
     target = Path(dest_dir) / safe_artifact_name(meta.filename)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as out, handle.artifacts.open_reader(meta.artifact_id) as src:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
+        source = handle.artifacts.open_reader(meta.artifact_id)  # before anything is created at the destination
     except ArtifactNotFound:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"artifact {name!r} of trial {trial.number} is missing from {handle.artifacts.base_path} "
                         "(pass --artifacts DIR where the study's artifacts are)") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    with source:
+        return atomic_write_stream(target, source)

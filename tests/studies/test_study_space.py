@@ -101,7 +101,7 @@ def test_artifact_store_writes_atomically_and_stays_in_its_folder(tmp_path):
         assert fh.read() == b"payload"
     assert sorted(p.name for p in (tmp_path / "new" / "artifacts").iterdir()) == ["abc-123"]
     for bad in ("../outside", "/tmp/outside"):
-        with pytest.raises(ValueError):
+        with pytest.raises(UserError, match="refusing artifact id"):
             store.write(bad, io.BytesIO(b"x"))
     assert not (tmp_path / "new" / "outside").exists()
 
