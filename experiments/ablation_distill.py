@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import time
@@ -88,17 +87,6 @@ def _cfg(common: list[str], name: str, seed: int, extra: tuple[str, ...] = ()):
     return load_config(None, [*common, f"run.name={name}", f"run.seed={seed}", *extra])
 
 
-def _train_cached(cfg: Any, arch_path: Path | None) -> dict[str, Any]:
-    from nas.train import run_train, train_dir
-
-    out = train_dir(cfg)
-    if (out / "scores.json").is_file():
-        return json.loads((out / "scores.json").read_text())
-    resume = (out / "train.ckpt").is_file()
-    result = run_train(cfg, arch_path, resume=resume)
-    return json.loads(result.scores_path.read_text())
-
-
 def seconds_per_epoch(cfg: Any) -> float:
     """Training seconds of the run of `cfg` (every phase in its ``metrics.csv``) per student epoch."""
     from nas.train import train_dir
@@ -120,6 +108,8 @@ def _latency_ms(model_path: str, hw: tuple[int, int], threads: int) -> float:
 
 def run_row(row: str, arch_path: Path, teacher: Path, common: list[str], seeds: list[int]) -> dict[str, Any]:
     """Train one row for every seed (cached) and summarise it."""
+    from nas.train import train_or_reuse
+
     overrides, _ = ROWS[row]
     if any(o.startswith("distill.losses") for o in overrides):
         overrides = (*overrides, f"distill.teacher={teacher}")
@@ -127,7 +117,7 @@ def run_row(row: str, arch_path: Path, teacher: Path, common: list[str], seeds: 
     for seed in seeds:
         t0 = time.perf_counter()
         cfg = _cfg(common, f"{row}_s{seed}", seed, overrides)
-        scores = _train_cached(cfg, arch_path)
+        scores = train_or_reuse(cfg, arch_path)
         mious.append(float(scores["miou"]))
         epoch_s.append(seconds_per_epoch(cfg))
         model_path, params = scores["model"], int(scores["params"])
@@ -216,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.config import load_config
     from nas.errors import UserError
     from nas.io import atomic_write_csv
+    from nas.train import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
 
     torch.set_num_threads(args.threads)
@@ -246,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher_extra = ("train.model=teacher", f"train.hrnet_preset={args.teacher_preset}")
         if args.teacher_epochs:
             teacher_extra += (f"train.epochs={args.teacher_epochs}",)
-        t_scores = _train_cached(_cfg(common, "teacher", 0, teacher_extra), None)
+        t_scores = train_or_reuse(_cfg(common, "teacher", 0, teacher_extra), None)
         teacher = Path(t_scores["model"])
         print(f"teacher HRNet-{args.teacher_preset}: val mIoU {100 * t_scores['miou']:.2f}, "
               f"{t_scores['params'] / 1e6:.2f} M params ({time.perf_counter() - t0:.0f} s)", flush=True)

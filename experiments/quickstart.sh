@@ -11,7 +11,7 @@ resume() { [ -f "$1" ] && echo --resume || true; }
 "$nas" data generate --config "$cfg"
 "$nas" latency build --config "$cfg"
 "$nas" search --config "$cfg" $(resume "$run/search.ckpt")
-"$nas" train --config "$cfg" --model teacher --epochs 3 $(resume "$run/teacher/train.ckpt")
+"$nas" train --config "$cfg" --model teacher --epochs 4 $(resume "$run/teacher/train.ckpt")
 "$nas" train --config "$cfg" --arch "$run/student.arch.json" --teacher "$run/teacher/model.pt" --kd pixel \
   $(resume "$run/student/train.ckpt")
 "$nas" export --config "$cfg" --checkpoint "$run/student/model.pt"

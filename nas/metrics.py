@@ -83,9 +83,10 @@ class ConfusionMatrix:
         acc = float(np.diag(self.mat).sum() / total) if total else float("nan")
         size_miou = {}
         for name, mat in zip(self.size_buckets, self.bucket_mats):
-            # only object classes that occur in this bucket count, plus background
+            # only object classes that occur in this bucket count, plus background; no objects: n/a
             present = mat.sum(1) > 0
             vals = _iou_from(mat)[present]
-            size_miou[name] = float(np.nanmean(vals)) if vals.size else float("nan")
+            has_objects = present[1:].any()
+            size_miou[name] = float(np.nanmean(vals)) if has_objects else float("nan")
         miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
         return SegScores(miou=miou, pixel_acc=acc, iou=tuple(float(v) for v in iou), size_miou=size_miou)

@@ -74,3 +74,12 @@ def test_merge_equals_one_pass_and_shape_mismatch_raises():
         a.update(_t([0, 1]), _t([0, 1, 2]))
     with pytest.raises(ValueError):
         ConfusionMatrix(0)
+
+
+def test_size_bucket_without_objects_is_nan_not_background_iou():
+    """A bucket no object falls in (e.g. no small digits at a small input) must not report the background IoU."""
+    cm = ConfusionMatrix(3, size_buckets=("small", "large"))
+    cm.update(_t([0, 0, 1]), _t([0, 0, 2]), _t([0, 0, 2]))
+    s = cm.scores()
+    assert math.isnan(s.size_miou["small"])
+    assert s.size_miou["large"] == pytest.approx((1 + 0) / 2)  # classes 0 and 2 occur; IoU_0 = 1, IoU_2 = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["CHECKPOINT", "TrainResult", "run_train", "scores_table", "train_dir", "Phase", "kd_terms",
+__all__ = ["CHECKPOINT", "TrainResult", "run_train", "scores_table", "train_or_reuse", "train_dir", "Phase", "kd_terms",
            "load_teacher", "plan_phases", "tutor_path_for"]
 
 _WHERE = {
@@ -17,6 +17,7 @@ _WHERE = {
     "TrainResult": "nas.train.loop",
     "run_train": "nas.train.loop",
     "scores_table": "nas.train.loop",
+    "train_or_reuse": "nas.train.loop",
     "train_dir": "nas.train.loop",
     "Phase": "nas.train.chain",
     "kd_terms": "nas.train.chain",

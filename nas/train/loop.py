@@ -1,9 +1,9 @@
 """The retraining job: a derived student from scratch (or a teacher), with distillation, one checkpoint per epoch.
 
 FasterSeg's retraining recipe (DESIGN §5), scaled to the dataset: loss = OHEM cross-entropy on ``logits``
-+ `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.train.chain`; SGD with the
-poly schedule lr_i = lr · (1 − i / N)^0.9 over the N iterations of a phase (DeepLab, Chen et al., TPAMI 2018,
-§4.1), gradient clipping, mixed precision on CUDA only. A holistic KD term's discriminator takes one step per
++ `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.train.chain`; SGD (or AdamW,
+`train.optimizer`) with the poly schedule lr_i = lr · (1 − i / N)^0.9 over the N iterations of a phase (DeepLab,
+Chen et al., TPAMI 2018, §4.1), gradient clipping, mixed precision on CUDA only. A holistic KD term's discriminator takes one step per
 iteration with its own optimiser.
 
 The job writes to ``<run.root>/<run.name>/<train.model>/`` (so a search, its teacher and its student can share a
@@ -16,6 +16,7 @@ do (on CPU). The training checkpoint holds whole OKDDip peer groups (leader, pee
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -28,13 +29,13 @@ from torch import nn
 from tqdm import tqdm
 
 from nas import distributed as dist
-from nas.config import ExperimentConfig, config_hash
+from nas.config import ExperimentConfig, TrainConfig, config_hash
 from nas.data import build_dataset, build_loader, class_weights, dataset_info
 from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, atomic_write_json, resume_checkpoint, save_checkpoint
+from nas.io import RunDir, atomic_write_json, kept_checkpoint, resume_checkpoint, save_checkpoint
 from nas.metrics import SegScores
 from nas.models import save_model
 from nas.train.chain import (
@@ -90,6 +91,13 @@ class _PhaseState:
         if self.criterion is None:
             return []
         return [(k, m) for k, m in self.criterion.losses.items() if isinstance(m, HolisticAdversarial)]
+
+
+def make_optimizer(tc: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The retraining optimiser `train.optimizer` names: SGD with momentum (FasterSeg) or AdamW (decoupled decay)."""
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
 def _seed(base: int, phase: int, epoch: int, salt: int = 0) -> int:
@@ -194,7 +202,7 @@ class TrainJob:
             criterion.build(*self._probe(model, teacher)).to(self.device)
         params = [*model.parameters(), *(criterion.student_parameters() if criterion is not None else [])]
         tc = cfg.train
-        optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        optimizer = make_optimizer(tc, params)
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         dist.broadcast_module(model, criterion)  # the same start on every rank
         if criterion is not None:
@@ -238,8 +246,8 @@ class TrainJob:
             loss = loss + okd
             logs.update(okd_logs)
         if not bool(torch.isfinite(loss.detach())):
-            raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: stopping (lower train.lr; "
-                            f"the last good checkpoint is kept in {self.run.file(CHECKPOINT)})")
+            raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: stopping (lower train.lr); "
+                            f"{kept_checkpoint(self.run.file(CHECKPOINT))}")
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
         dist.all_reduce_grads(st.optimizer)
@@ -324,6 +332,7 @@ class TrainJob:
             "tutor_path": self.tutor_path,
             "model": st.model.state_dict(),
             "optimizer": st.optimizer.state_dict(),
+            "optimizer_kind": self.cfg.train.optimizer,
             "scaler": st.scaler.state_dict(),
             "criterion": st.criterion.state_dict() if st.criterion is not None else {},
             "disc_optimizers": {k: m.optimizer.state_dict() for k, m in st.adversarial},
@@ -343,6 +352,10 @@ class TrainJob:
         if [tuple(p) for p in state.get("phases", [])] != [(p.role, p.epochs) for p in self.phases]:
             raise UserError(f"checkpoint {path} was written by another training plan "
                             f"({state.get('phases')}): keep the same epochs and tutor settings to resume")
+        saved_opt = state.get("optimizer_kind", "sgd")  # checkpoints from before train.optimizer are SGD
+        if saved_opt != self.cfg.train.optimizer:
+            raise UserError(f"checkpoint {path} was trained with train.optimizer={saved_opt}, not "
+                            f"{self.cfg.train.optimizer}: resume with the same optimiser")
         self.finished = dict(state.get("finished", {}))
         self.rows = int(state["rows"])
         idx, epoch = int(state["phase"]), int(state["epoch"])
@@ -482,12 +495,25 @@ def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume
     state = dist.from_main(lambda: resume_checkpoint(ckpt, resume, "a training run"))
     if cfg.distill.teacher and not cfg.distill.losses:
         log.warning("a teacher is given but distill.losses is empty: training without distillation")
-    run = RunDir.create(cfg, root=path.parent, name=path.name) if dist.is_main() else RunDir(path)
+    run = RunDir(path)
     job = TrainJob(cfg, run, arch, teacher, tutor_path)
     if state is not None:
         job.load(state, ckpt)
+    if dist.is_main():  # written only once the job and its checkpoint are accepted: a refusal leaves no trace
+        RunDir.create(cfg, root=path.parent, name=path.name)
+    if state is not None:
         if state.get("config_hash") != config_hash(cfg):
             log.warning("resuming with a configuration that differs from the checkpoint's")
         log.info("resuming %s at phase %d epoch %d", run.path, job.start_phase, job.start_epoch)
     model, scores = job.run_all()
     return job.write_outputs(model, scores)
+
+
+def train_or_reuse(cfg: ExperimentConfig, arch_path: str | Path | None = None) -> dict[str, Any]:
+    """The val scores (``scores.json``) of the run `cfg` names: read when it finished before, else trained,
+    resuming an interrupted run from its checkpoint. What benchmarks and ablations call per row."""
+    out = train_dir(cfg)
+    if (out / "scores.json").is_file():
+        return json.loads((out / "scores.json").read_text())
+    result = run_train(cfg, arch_path, resume=(out / CHECKPOINT).is_file())
+    return json.loads(result.scores_path.read_text())

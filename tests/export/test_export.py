@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from nas.cli import main
-from nas.config import DataConfig
+from nas.config import DataConfig, load_config
 from nas.data import dataset_info
 from nas.errors import UserError
 from nas.export import (
@@ -40,7 +41,8 @@ pytest.importorskip("onnxruntime")
 
 HW = (64, 128)
 ATOL = 1e-4
-KINDS = ("bilinear", "pixel_shuffle", "hrnet")
+KINDS = ("bilinear", "pixel_shuffle", "hrnet", "quickstart")
+QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "quickstart.yaml"
 
 
 def _data(root) -> DataConfig:
@@ -63,15 +65,21 @@ def _calibrate_bn(net: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def _save(path, kind: str, seed: int = 0):
-    """A tiny student (with fixed upsamplers) or the HRNet "tiny" teacher, saved as a model file."""
+    """A tiny student (with fixed upsamplers), a student of the quick start's space (its layers, Fch, stem and
+    head widths, random upsamplers) or the HRNet "tiny" teacher, saved as a model file."""
     info = dataset_info(DataConfig())
     torch.manual_seed(seed)
     if kind == "hrnet":
         net = build_hrnet("tiny", info.num_classes)
         extra = {"hrnet": {"preset": "tiny"}}
     else:
-        arch = random_architecture(space_spec("tiny", num_classes=info.num_classes), np.random.default_rng(seed),
-                                   upsample=kind)
+        if kind == "quickstart":
+            sc = load_config(QUICKSTART).space
+            spec = space_spec(sc.name, layers=sc.layers, fch=sc.fch, num_classes=info.num_classes)
+            choice = {"stem_width": sc.student_stem_width, "head_width": sc.student_head_width}
+        else:
+            spec, choice = space_spec("tiny", num_classes=info.num_classes), {"upsample": kind}
+        arch = random_architecture(spec, np.random.default_rng(seed), **choice)
         net = build_network(arch, aux_heads=False)
         extra = {"arch": arch.to_dict()}
     _calibrate_bn(net, seed)

@@ -211,3 +211,31 @@ def test_cli_bad_inputs_exit_2(work, args, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert message in lines[0] and "Traceback" not in res.stderr
+
+
+def test_adamw_retrain_resumes_exactly_and_refuses_another_optimiser(work, monkeypatch):
+    """`train.optimizer=adamw`: AdamW's moments travel in the checkpoint (the resumed run equals the straight one);
+    resuming it as SGD is a one-line refusal, not a KeyError inside the optimiser."""
+    extra = ("train.optimizer=adamw", "train.lr=2e-3", "train.ohem_thresh=1.0")
+    straight = run_train(_cfg(work, "adam_straight", *extra), work / "arch0.json")
+    real_save = loop.save_checkpoint
+
+    def save_then_stop(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    cfg = _cfg(work, "adam_resumed", *extra)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, work / "arch0.json")
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    ckpt = load_checkpoint(work / "runs" / "adam_resumed" / "student" / "train.ckpt")
+    assert ckpt["optimizer_kind"] == "adamw" and "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))
+    with pytest.raises(UserError, match="train.optimizer=adamw, not sgd"):
+        run_train(_cfg(work, "adam_resumed", "train.lr=2e-3", "train.ohem_thresh=1.0"), work / "arch0.json",
+                  resume=True)
+    resumed = run_train(cfg, work / "arch0.json", resume=True)
+    a = load_checkpoint(straight.model_path)["state_dict"]
+    b = load_checkpoint(resumed.model_path)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.scores.miou == resumed.scores.miou
