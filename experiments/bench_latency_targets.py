@@ -1,0 +1,83 @@
+"""Does the search meet its latency target? One search per target, then the derived student measured end to end.
+
+For each ``--targets`` value T (ms, at ``latency.input_hw``) runs ``nas search`` with the given config and
+``search.latency_target_ms=T``, then reports the derived student's table latency against T (the goal: at or below
+T, within 5%) and the student measured end to end with the table's backend and threads against the table (the
+goal: within the error ``nas latency validate`` reports for that table).
+
+    .venv/bin/python experiments/bench_latency_targets.py --config experiments/configs/quickstart.yaml \\
+        --targets 6,9,12
+
+Searches are cached under ``--work`` (a finished one is reused, an interrupted one resumes); the table goes to
+``experiments/results/bench_latency_targets.csv`` (``--tag T``: ``*_T.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def measure_student(arch: Any, cfg: Any, rounds: int = 2) -> float:
+    """Median end-to-end latency (ms) of `arch`'s deployable network with the latency config's backend and threads;
+    the lowest of `rounds` medians, as the table keeps the fastest of its interleaved rounds."""
+    import torch
+
+    from nas.latency.cache import make_backend
+    from search_spaces.builder import build_network
+
+    net = build_network(arch, aux_heads=False).eval()
+    backend = make_backend(cfg.latency, torch.device("cpu"))
+    shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+    return min(backend.measure(net, [shape]) for _ in range(rounds))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(HERE / "configs" / "quickstart.yaml"))
+    p.add_argument("--set", action="append", default=[], help="config override for every search")
+    p.add_argument("--targets", default="6,9,12", help="comma-separated latency targets in ms")
+    p.add_argument("--work", default="runs/bench_latency_targets")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+
+    from nas.config import load_config
+    from nas.io import atomic_write_csv
+    from nas.search import run_search
+    from search_spaces.arch import load_architecture
+
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for target in (float(t) for t in args.targets.split(",")):
+        name = f"target_{target:g}ms"
+        cfg = load_config(args.config, [*args.set, f"run.root={args.work}", f"run.name={name}",
+                                        f"search.latency_target_ms={target}"])
+        folder = Path(args.work) / name
+        t0 = time.perf_counter()
+        if not (folder / "student.arch.json").is_file():
+            run_search(cfg, resume=(folder / "search.ckpt").is_file())
+        arch = load_architecture(folder / "student.arch.json")
+        table_ms = float(arch.meta["predicted_latency_ms"])
+        measured_ms = measure_student(arch, cfg)
+        row = {"target_ms": target, "table_ms": table_ms, "table_vs_target": table_ms / target - 1,
+               "measured_ms": measured_ms, "table_vs_measured": table_ms / measured_ms - 1,
+               "met": table_ms <= 1.05 * target, "search_s": time.perf_counter() - t0, "arch": str(folder)}
+        rows.append(row)
+        print(f"target {target:5.2f} ms: table {table_ms:5.2f} ms ({100 * row['table_vs_target']:+.1f}%), measured "
+              f"{measured_ms:5.2f} ms (table {100 * row['table_vs_measured']:+.1f}%), "
+              f"{'met' if row['met'] else 'MISSED'} ({row['search_s']:.0f} s)", flush=True)
+    met = sum(r["met"] for r in rows)
+    print(f"{met} of {len(rows)} targets met within 5% ({time.perf_counter() - t_start:.0f} s in all)")
+    suffix = f"_{args.tag}" if args.tag else ""
+    print(f"table: {atomic_write_csv(HERE / 'results' / f'bench_latency_targets{suffix}.csv', rows)}")
+    return 0 if met == len(rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
