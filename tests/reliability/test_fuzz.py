@@ -72,7 +72,7 @@ def mutated_archs(draw: st.DrawFn) -> Any:
         if isinstance(parent, dict) and draw(st.booleans()) and draw(st.booleans()):
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(_near | json_values)
+            parent[path[-1]] = copy.deepcopy(draw(_near | json_values))  # _near's lists and dicts are shared
     return data
 
 
