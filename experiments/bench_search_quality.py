@@ -27,16 +27,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def similar_random_architectures(searched: Any, table: Any, input_shape: tuple[int, ...], n: int, tolerance: float,
-                                 seed: int, max_draws: int = 20_000) -> list[tuple[Any, float]]:
+def similar_random_architectures(searched: Any, target: float, table: Any, input_shape: tuple[int, ...], n: int,
+                                 tolerance: float, seed: int, max_draws: int = 20_000) -> list[tuple[Any, float]]:
     """`n` random architectures of the searched one's space whose table latency is within `tolerance` (relative)
-    of the searched one's, with their latencies; the same branch kind, stem and head widths as the searched."""
+    of `target` (the searched one's), with their latencies; the same branch kind, stem and head widths."""
     import numpy as np
 
     from search_spaces.builder import build_network
     from search_spaces.random_arch import random_architecture
 
-    target = table.predict_model(build_network(searched, aux_heads=False), input_shape)
     ends = tuple(b.cells[-1].scale for b in searched.branches)
     rng = np.random.default_rng(seed)
     found: list[tuple[Any, float]] = []
@@ -100,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     searched = load_architecture(arch_path)
     table = LatencyTable.load(searched.meta["latency_table"])
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-    randoms = similar_random_architectures(searched, table, shape, args.randoms, args.tolerance, args.draw_seed)
+    searched_lat = table.predict_model(build_network(searched, aux_heads=False), shape)
+    randoms = similar_random_architectures(searched, searched_lat, table, shape, args.randoms, args.tolerance,
+                                           args.draw_seed)
 
     common = [*args.set, f"run.root={work}", "distill.losses=[]", "distill.teacher=null", "distill.tutor=none"]
     rows: list[dict[str, Any]] = []
-    searched_lat = table.predict_model(build_network(searched, aux_heads=False), shape)
     jobs = [("searched", f"searched_s{s}", arch_path, s, searched_lat) for s in range(args.seeds)]
     for i, (arch, lat) in enumerate(randoms):
         path = save_architecture(arch, work / f"random_{i}.arch.json")

@@ -99,24 +99,29 @@ def test_tutor_chain(work, teacher):
     assert not any(k.startswith(("hr_", "main.")) for k in model.state_dict())
 
 
+def _interrupt_after_saves(monkeypatch, cfg, arch_path, saves: int) -> None:
+    """Run `cfg` until its `saves`-th checkpoint is written, then stop it as Ctrl-C would."""
+    real_save, done = loop.save_checkpoint, []
+
+    def save_then_stop(path, state):
+        real_save(path, state)
+        done.append(state["epoch"])
+        if len(done) == saves:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, arch_path)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+
 def test_resume_repeats_the_uninterrupted_run(work, teacher, monkeypatch):
     extra = ("distill.tutor=tutor", "distill.tutor_epochs=1", "distill.losses=[pixel,holistic]",
              f"distill.teacher={teacher}")
     straight = run_train(_cfg(work, "straight", *extra), work / "arch0.json")
 
-    real_save, saves = loop.save_checkpoint, []
-
-    def save_then_stop(path, state):
-        real_save(path, state)
-        saves.append(state["epoch"])
-        if len(saves) == 2:  # after the tutor's epoch and the student's first
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
     cfg = _cfg(work, "resumed", *extra)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(cfg, work / "arch0.json")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    _interrupt_after_saves(monkeypatch, cfg, work / "arch0.json", 2)  # the tutor's epoch and the student's first
     assert not (work / "runs" / "resumed" / "student" / "model.pt").exists()
     resumed = run_train(cfg, work / "arch0.json", resume=True)
 
@@ -218,17 +223,8 @@ def test_adamw_retrain_resumes_exactly_and_refuses_another_optimiser(work, monke
     resuming it as SGD is a one-line refusal, not a KeyError inside the optimiser."""
     extra = ("train.optimizer=adamw", "train.lr=2e-3", "train.ohem_thresh=1.0")
     straight = run_train(_cfg(work, "adam_straight", *extra), work / "arch0.json")
-    real_save = loop.save_checkpoint
-
-    def save_then_stop(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
     cfg = _cfg(work, "adam_resumed", *extra)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(cfg, work / "arch0.json")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    _interrupt_after_saves(monkeypatch, cfg, work / "arch0.json", 1)
     ckpt = load_checkpoint(work / "runs" / "adam_resumed" / "student" / "train.ckpt")
     assert ckpt["optimizer_kind"] == "adamw" and "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))
     with pytest.raises(UserError, match="train.optimizer=adamw, not sgd"):
