@@ -336,6 +336,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported field type {_type_name(tp)}")  # pragma: no cover
 
 
+def _shown(key: str) -> str:
+    """A user-supplied key as an error message shows it: control characters escaped, so the message stays one line."""
+    return key if key.isprintable() else repr(key)[1:-1]
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (partial) nested dict; missing keys keep their defaults."""
     if not isinstance(data, dict):
@@ -344,7 +349,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names, key=str)  # keys of a YAML file need not be strings
     if unknown:
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown config key '{_shown(f'{prefix}{unknown[0]}')}' (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -399,10 +404,10 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
         node = data
         for i, part in enumerate(path[:-1]):
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key '{'.'.join(path[: i + 1])}' in --set {item!r}")
+                raise ConfigError(f"unknown config key '{_shown('.'.join(path[: i + 1]))}' in --set {item!r}")
             node = node[part]
         if path[-1] not in node:
-            raise ConfigError(f"unknown config key '{'.'.join(path)}' in --set {item!r}")
+            raise ConfigError(f"unknown config key '{_shown('.'.join(path))}' in --set {item!r}")
         node[path[-1]] = value
     return from_dict(type(cfg), data)
 
