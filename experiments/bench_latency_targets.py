@@ -24,18 +24,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def measure_student(arch: Any, cfg: Any, rounds: int = 2) -> float:
-    """Median end-to-end latency (ms) of `arch`'s deployable network with the latency config's backend and threads;
-    the lowest of `rounds` medians, as the table keeps the fastest of its interleaved rounds."""
+def measure_student(arch: Any, cfg: Any) -> float:
+    """End-to-end latency (ms) of `arch`'s deployable network with the latency config's backend and threads, at
+    the speed reference of the table it was priced with, measured as `nas latency validate` measures."""
     import torch
 
-    from nas.latency.cache import make_backend
-    from search_spaces.builder import build_network
+    from nas.latency.cache import backend_for_table
+    from nas.latency.table import LatencyTable
+    from nas.latency.validate import measure_networks
 
-    net = build_network(arch, aux_heads=False).eval()
-    backend = make_backend(cfg.latency, torch.device("cpu"))
+    backend = backend_for_table(cfg.latency, LatencyTable.load(arch.meta["latency_table"]), torch.device("cpu"))
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-    return min(backend.measure(net, [shape]) for _ in range(rounds))
+    return measure_networks([arch], backend, shape, rounds=cfg.latency.validate_rounds)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

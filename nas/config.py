@@ -100,7 +100,9 @@ class LatencyConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     warmup: int = 5
     repeats: int = 15  # median of this many timed runs per unit
-    rounds: int = 2  # interleaved rounds per unit / network; the fastest median is kept
+    rounds: int = 3  # interleaved rounds per unit (the median is kept)
+    validate_rounds: int = 12  # interleaved rounds per whole network in validate / calibrate (the median is kept)
+    normalise: bool = True  # CPU: time a reference convolution next to every measurement, cancel the speed drift
     cache_dir: str = "runs/latency_tables"  # tables cached here under a per-device key
     table: str | None = None  # an explicit table file instead of the cache
     force: bool = False  # use a table measured under other conditions

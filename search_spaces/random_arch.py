@@ -66,8 +66,13 @@ def random_architecture(
     head_width: float = 8 / 12,
     upsample: str = "random",
     kind: str = "student",
+    widths: tuple[float, ...] | None = None,
 ) -> Architecture:
-    """A random valid architecture of `spec`; `branches` are ending scales (None: (32, 16) or (32, 8))."""
+    """A random valid architecture of `spec`; `branches` are ending scales (None: (32, 16) or (32, 8)); cell
+    widths are drawn from `widths` (a subset of the space's; None: all of them)."""
+    pool = tuple(spec.widths) if widths is None else tuple(widths)
+    if not pool or any(all(abs(w - sw) > 1e-6 for sw in spec.widths) for w in pool):
+        raise ValueError(f"widths must be a non-empty subset of {list(spec.widths)} but got {list(pool)}.")
     if upsample != "random" and upsample not in UPSAMPLERS:
         raise ValueError(f"upsample must be 'random' or one of {list(UPSAMPLERS)} but got {upsample!r}.")
     non_skip = [op for op in spec.ops if op != "skip"]
@@ -87,7 +92,7 @@ def random_architecture(
         return (upsample,) * n
 
     def widths(n: int) -> list[float]:
-        return [float(rng.choice(spec.widths)) for _ in range(n - 1)] + [head_width]
+        return [float(rng.choice(pool)) for _ in range(n - 1)] + [head_width]
 
     # the route to the coarsest scale: at least half the layers, as FasterSeg's minimum depth keeps it deep
     main_scales = _route(rng, base, ends[0], spec.layers, spec.layers // 2)

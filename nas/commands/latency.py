@@ -57,8 +57,8 @@ def _widths(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nas.latency.cache import make_backend, open_table
-    from nas.latency.validate import fit_correction, random_networks
+    from nas.latency.cache import backend_for_table, open_table
+    from nas.latency.validate import calibration_seed, fit_correction, random_networks
 
     cfg, spec, device = _setup(args)
     stems, heads = _widths(cfg)
@@ -66,11 +66,11 @@ def _build(args: argparse.Namespace) -> int:
     if args.out:
         table.save(args.out)
     if cfg.latency.calibrate > 0 and table.correction is None:
-        backend = make_backend(cfg.latency, device)
-        archs = random_networks(spec, cfg.latency.calibrate, seed=10_000 + cfg.latency.validate_seed,
+        backend = backend_for_table(cfg.latency, table, device)
+        archs = random_networks(spec, cfg.latency.calibrate, seed=calibration_seed(cfg.latency),
                                 stem_width=stems[0], head_width=heads[0])
         shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-        corr = fit_correction(table, archs, backend, shape, rounds=cfg.latency.rounds)
+        corr = fit_correction(table, archs, backend, shape, rounds=cfg.latency.validate_rounds)
         table.save()
         print(f"correction fitted on {corr['n']} networks: measured ≈ {corr['scale']:.3f} · sum + {corr['offset_ms']:.2f} ms")
     print(f"latency table: {table.path} ({len(table.entries)} entries)")
@@ -101,21 +101,23 @@ def _show(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from nas.io import RunDir, atomic_write_text
-    from nas.latency.cache import make_backend, open_table
-    from nas.latency.validate import plot_scatter, random_networks, validate
+    from nas.latency.cache import backend_for_table, open_table
+    from nas.latency.validate import calibration_seed, plot_scatter, random_networks, validate
 
     cfg, spec, device = _setup(args)
     stems, heads = _widths(cfg)
     table = open_table(cfg.latency, spec, stems, heads, device=device, build=False)
     if cfg.latency.table is None and table.correction is None and cfg.latency.calibrate > 0:
         raise UserError("this table has no fitted correction yet: run `nas latency build` first")
-    backend = make_backend(cfg.latency, device)
+    backend = backend_for_table(cfg.latency, table, device)
     n = cfg.latency.validate_n
     if n < 2:
         raise UserError(f"latency.validate_n must be at least 2, got {n}")
     archs = random_networks(spec, n, seed=cfg.latency.validate_seed, stem_width=stems[0], head_width=heads[0])
+    calibration = random_networks(spec, cfg.latency.calibrate, seed=calibration_seed(cfg.latency),
+                                  stem_width=stems[0], head_width=heads[0]) if cfg.latency.calibrate >= 2 else []
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-    report = validate(table, archs, backend, shape, rounds=cfg.latency.rounds)
+    report = validate(table, archs, backend, shape, rounds=cfg.latency.validate_rounds, calibration=calibration)
     out = Path(args.out) if args.out else RunDir.create(cfg).path
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "latency_validation.csv", pd.DataFrame(report.rows()).to_csv(index=False))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +15,68 @@ import torch
 from nas.config import LatencyConfig
 from nas.device import resolve_device
 from nas.errors import UserError
-from nas.latency.measure import LatencyBackend, create_backend
+from nas.io import atomic_write_json, read_json
+from nas.latency.measure import LatencyBackend, SpeedReference, create_backend, device_name
 from nas.latency.table import LatencyTable, build_table, cache_key
 from nas.latency.units import enumerate_units
 from search_spaces.arch import SpaceSpec
 
-__all__ = ["make_backend", "current_provenance", "table_path", "open_table"]
+__all__ = ["make_backend", "backend_for_table", "speed_reference", "current_provenance", "table_path", "open_table"]
 
 log = logging.getLogger(__name__)
 
 
-def make_backend(cfg: LatencyConfig, device: str | torch.device = "cpu") -> LatencyBackend:
+def make_backend(cfg: LatencyConfig, device: str | torch.device = "cpu",
+                 nominal_ms: float | None = None) -> LatencyBackend:
+    """The configured backend; on CPU with `normalise`, timings are reported at the speed reference's nominal
+    time `nominal_ms` (a table's own, so that measuring against it stays consistent; None: this device's)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if cfg.dtype != "float32" and (cfg.backend != "torch" or dev.type != "cuda"):
         raise UserError(f"latency dtype {cfg.dtype} is only measured with the torch backend on CUDA")
     backend = create_backend(cfg.backend, dev, threads=cfg.threads, warmup=cfg.warmup, repeats=cfg.repeats)
     if hasattr(backend, "dtype"):
         backend.dtype = getattr(torch, cfg.dtype)
+    if cfg.normalise and dev.type == "cpu":
+        backend.reference = speed_reference(cfg, dev, nominal_ms)
     return backend
+
+
+def backend_for_table(cfg: LatencyConfig, table: LatencyTable, device: str | torch.device = "cpu") -> LatencyBackend:
+    """A backend that measures on `table`'s scale: normalised to its nominal speed, or raw if it is raw."""
+    normalised = bool(table.provenance.get("normalised")) and table.nominal_ms() is not None
+    return make_backend(replace(cfg, normalise=normalised), device, nominal_ms=table.nominal_ms())
+
+
+def speed_reference(cfg: LatencyConfig, device: torch.device, nominal_ms: float | None = None) -> SpeedReference:
+    """This device's speed reference. Its nominal time is calibrated once per CPU, thread count and torch
+    version and kept in the cache folder, so every later process (a table build, a validation, study trials)
+    reports at the same nominal speed."""
+    ref = SpeedReference(device, nominal_ms)
+    if nominal_ms is not None:
+        return ref
+    ident = {"device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "module": SpeedReference.description}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.cache_dir) / f"speed-reference-{digest}.json"
+    if path.is_file():
+        data = read_json(path, what="speed reference")
+        if isinstance(data, dict) and isinstance(data.get("nominal_ms"), (int, float)) and data["nominal_ms"] > 0:
+            ref.nominal_ms = float(data["nominal_ms"])
+            return ref
+
+    def keep(nominal: float) -> None:  # calibrated on first use: a job that never measures pays nothing
+        atomic_write_json(path, {**ident, "nominal_ms": nominal, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        log.info("speed reference calibrated: %.3f ms (%s)", nominal, path)
+
+    ref.on_calibrated = keep
+    return ref
 
 
 def current_provenance(cfg: LatencyConfig, backend: LatencyBackend, spec: SpaceSpec,
                        stem_widths: tuple[float, ...], head_widths: tuple[float, ...]) -> dict[str, Any]:
     """The conditions a table measured now would carry."""
     prov = dict(backend.provenance())
+    prov["normalised"] = prov.get("speed_reference") is not None
     prov.update({
         "batch": cfg.batch,
         "input_hw": list(cfg.input_hw),
@@ -60,6 +101,11 @@ def open_table(cfg: LatencyConfig, spec: SpaceSpec, stem_widths: tuple[float, ..
     backend = make_backend(cfg, device)
     prov = current_provenance(cfg, backend, spec, stem_widths, head_widths)
     path = table_path(cfg, prov)
+    if getattr(backend, "reference", None) is not None and path.is_file() and not cfg.table:
+        old = LatencyTable.load(path).provenance.get("speed_reference") or {}
+        if isinstance(old.get("nominal_ms"), (int, float)):  # resume a table at its own nominal speed
+            backend.reference.nominal_ms = float(old["nominal_ms"])
+            prov["speed_reference"] = backend.reference.provenance()
     if cfg.table:
         table = LatencyTable.load(path)
         table.check_compatible(prov, force=cfg.force)

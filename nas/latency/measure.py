@@ -3,6 +3,12 @@
 Backends are pluggable (:class:`LatencyBackend`): torch eager on CPU (threads configurable) or CUDA (CUDA
 events, synchronised), and ONNX Runtime on CPU. Each reports the identity of what it measured on
 (:meth:`LatencyBackend.provenance`), which a latency table carries so it is never used on another device.
+
+A CPU's speed drifts while it is measured: frequency scaling and other tenants of a shared host change the time
+of one convolution by ±15% over a few seconds, and two threads stall together when either is descheduled. A
+:class:`SpeedReference` (a fixed convolution) is timed right before and after every CPU measurement, and the
+measurement is reported at the reference's *nominal* speed: `ms · nominal / reference now`. The drift is common
+to both, so it cancels; on a quiet machine the factor stays ≈ 1.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = [
     "create_backend",
     "device_name",
     "median_ms",
+    "SpeedReference",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,13 +82,75 @@ def median_ms(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[
     return statistics.median(samples)
 
 
+class SpeedReference:
+    """A fixed workload (two 3×3 convolutions, 32 channels at 64×128) that tracks the CPU's current speed.
+
+    Its time depends on what ran just before it (on this kind of machine it is twice as slow run back to back
+    as right after a large convolution), so it is always sampled in the same context: after a measured module,
+    or in :meth:`calibrate` after a convolution as large as a typical unit. `samples` keeps every sample, so a
+    table build can take its nominal time as the median seen while it measured (see
+    :func:`nas.latency.table.build_table`)."""
+
+    description = "2x conv3x3 32->32 @64x128, median of 3, after the measured module"
+
+    def __init__(self, device: torch.device, nominal_ms: float | None = None):
+        self.device = device
+        gen = torch.Generator().manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+        self.net = self.net.to(device).eval()
+        self.x = torch.randn(1, 32, 64, 128, generator=gen).to(device)
+        self.nominal_ms = nominal_ms
+        self.samples: list[float] = []
+        self.on_calibrated: Callable[[float], None] | None = None  # called once a missing nominal is calibrated
+
+    def sample_ms(self, runs: int = 3) -> float:
+        """The reference's time now: median of `runs` calls."""
+        times = []
+        with torch.inference_mode():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                self.net(self.x)
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    def calibrate(self, seconds: float = 1.0) -> float:
+        """Set the nominal time: the median of samples over `seconds`, each after a 64-channel 3×3 convolution
+        at 128×256 (the context of a real measurement)."""
+        load = nn.Conv2d(64, 64, 3, padding=1).to(self.device).eval()
+        xl = torch.randn(1, 64, 128, 256, device=self.device)
+        samples, t0 = [], time.perf_counter()
+        with torch.inference_mode():
+            while time.perf_counter() - t0 < seconds or len(samples) < 5:
+                load(xl)
+                samples.append(self.sample_ms())
+        self.nominal_ms = statistics.median(samples[2:] or samples)
+        return self.nominal_ms
+
+    def normalised(self, measure: Callable[[], float]) -> tuple[float, float]:
+        """`measure()` at the nominal speed, and as measured (both ms)."""
+        if self.nominal_ms is None:
+            self.calibrate()
+            if self.on_calibrated is not None:
+                self.on_calibrated(self.nominal_ms)
+        before = self.sample_ms()
+        raw = measure()
+        after = self.sample_ms()
+        self.samples += [before, after]
+        return raw * float(self.nominal_ms) / ((before + after) / 2), raw
+
+    def provenance(self) -> dict[str, Any]:
+        return {"module": self.description, "nominal_ms": self.nominal_ms}
+
+
 class LatencyBackend(Protocol):
     """Measures the latency of a module for a given input shape."""
 
     name: str
 
-    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
-        """Median latency in ms of `module(*inputs)` with zero-filled inputs of the given shapes."""
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]], warmup: int | None = None,
+                repeats: int | None = None) -> float:
+        """Median latency in ms of `module(*inputs)` with inputs of the given shapes (`warmup` and `repeats`
+        default to the backend's own)."""
         ...
 
     def provenance(self) -> dict[str, Any]:
@@ -95,9 +164,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, device: torch.device, threads: int = 0, dtype: torch.dtype = torch.float32,
-                 warmup: int = 5, repeats: int = 15):
+                 warmup: int = 5, repeats: int = 15, reference: SpeedReference | None = None):
         self.device, self.threads, self.dtype = device, threads, dtype
         self.warmup, self.repeats = warmup, repeats
+        self.reference = reference if device.type == "cpu" else None  # CUDA events need no normalising
+        self.last_raw_ms = float("nan")
         if threads > 0 and device.type == "cpu":
             torch.set_num_threads(threads)
 
@@ -117,21 +188,30 @@ class TorchBackend:
                 conv(x)
         self._warm = True
 
-    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]], warmup: int | None = None,
+                repeats: int | None = None) -> float:
         self._warm_process()
         module = module.to(self.device, self.dtype).eval()
         inputs = self._inputs(input_shapes)
+        warmup = self.warmup if warmup is None else warmup
+        repeats = self.repeats if repeats is None else repeats
         with torch.inference_mode():
             if self.device.type == "cuda":
-                return self._measure_cuda(module, inputs)
-            return median_ms(lambda: module(*inputs), self.warmup, self.repeats)
+                self.last_raw_ms = self._measure_cuda(module, inputs, warmup, repeats)
+                return self.last_raw_ms
+            timed = lambda: median_ms(lambda: module(*inputs), warmup, repeats)  # noqa: E731
+            if self.reference is None:
+                self.last_raw_ms = timed()
+                return self.last_raw_ms
+            ms, self.last_raw_ms = self.reference.normalised(timed)
+            return ms
 
-    def _measure_cuda(self, module: nn.Module, inputs: list[torch.Tensor]) -> float:
-        for _ in range(self.warmup):
+    def _measure_cuda(self, module: nn.Module, inputs: list[torch.Tensor], warmup: int, repeats: int) -> float:
+        for _ in range(warmup):
             module(*inputs)
         torch.cuda.synchronize(self.device)
         samples = []
-        for _ in range(self.repeats):
+        for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             module(*inputs)
@@ -150,6 +230,7 @@ class TorchBackend:
             "threads": threads,
             "torch": torch.__version__,
             "cuda": torch.version.cuda if self.device.type == "cuda" else None,
+            "speed_reference": self.reference.provenance() if self.reference else None,
         }
 
 
@@ -158,13 +239,15 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, threads: int = 0, warmup: int = 5, repeats: int = 15):
+    def __init__(self, threads: int = 0, warmup: int = 5, repeats: int = 15, reference: SpeedReference | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("the onnxruntime backend needs the 'onnx' extra: pip install '.[onnx]'") from None
         self.ort, self.threads = ort, threads
         self.warmup, self.repeats = warmup, repeats
+        self.reference = reference
+        self.last_raw_ms = float("nan")
 
     def session(self, module: nn.Module, input_shapes: list[tuple[int, ...]]):
         """An ORT session for `module` (exported with the legacy TorchScript-based exporter)."""
@@ -181,12 +264,20 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         return self.ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"]), names
 
-    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]]) -> float:
+    def measure(self, module: nn.Module, input_shapes: list[tuple[int, ...]], warmup: int | None = None,
+                repeats: int | None = None) -> float:
         import numpy as np
 
         sess, names = self.session(module, input_shapes)
         feed = {n: np.random.default_rng(0).standard_normal(s).astype("float32") for n, s in zip(names, input_shapes)}
-        return median_ms(lambda: sess.run(None, feed), self.warmup, self.repeats)
+        warmup = self.warmup if warmup is None else warmup
+        repeats = self.repeats if repeats is None else repeats
+        timed = lambda: median_ms(lambda: sess.run(None, feed), warmup, repeats)  # noqa: E731
+        if self.reference is None:
+            self.last_raw_ms = timed()
+            return self.last_raw_ms
+        ms, self.last_raw_ms = self.reference.normalised(timed)
+        return ms
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -197,6 +288,7 @@ class OnnxRuntimeBackend:
             "threads": self.threads or None,
             "onnxruntime": self.ort.__version__,
             "torch": torch.__version__,
+            "speed_reference": self.reference.provenance() if self.reference else None,
         }
 
 
@@ -204,12 +296,12 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def create_backend(name: str, device: torch.device, threads: int = 0, warmup: int = 5,
-                   repeats: int = 15) -> LatencyBackend:
-    """A backend by name; ONNX Runtime runs on CPU only."""
+                   repeats: int = 15, reference: SpeedReference | None = None) -> LatencyBackend:
+    """A backend by name; ONNX Runtime runs on CPU only. `reference` normalises CPU timings (see the module)."""
     if name == "torch":
-        return TorchBackend(device, threads=threads, warmup=warmup, repeats=repeats)
+        return TorchBackend(device, threads=threads, warmup=warmup, repeats=repeats, reference=reference)
     if name == "onnxruntime":
         if device.type != "cpu":
             raise UserError("the onnxruntime backend measures on CPU only (use --device cpu)")
-        return OnnxRuntimeBackend(threads=threads, warmup=warmup, repeats=repeats)
+        return OnnxRuntimeBackend(threads=threads, warmup=warmup, repeats=repeats, reference=reference)
     raise UserError(f"unknown latency backend '{name}' (known: {', '.join(BACKENDS)})")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -114,6 +116,12 @@ class LatencyTable:
         raw = self.sum_ms(keys)
         return self.corrected(raw) if corrected else raw
 
+    def nominal_ms(self) -> float | None:
+        """The speed reference's nominal time the entries are normalised to (None: raw timings)."""
+        ref = self.provenance.get("speed_reference") or {}
+        value = ref.get("nominal_ms") if isinstance(ref, dict) else None
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
     def slowest(self, n: int = 10) -> list[tuple[str, float]]:
         return sorted(self.entries.items(), key=lambda kv: -kv[1])[:n]
 
@@ -125,6 +133,8 @@ def _norm(v: Any) -> Any:
 def cache_key(provenance: dict[str, Any]) -> str:
     """A file-name-safe key for the conditions a table is valid for."""
     fields = {k: _norm(provenance.get(k)) for k in (*_MUST_MATCH, "space", "torch", "onnxruntime", "widths")}
+    if provenance.get("normalised"):  # tables of un-normalised timings keep their old keys
+        fields["normalised"] = True
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     dev = "".join(ch if ch.isalnum() else "-" for ch in str(provenance.get("device", "dev")))[:40].strip("-")
     return f"{provenance.get('backend')}-{dev}-{digest}"
@@ -140,7 +150,8 @@ def build_table(
     rounds: int = 1,
 ) -> LatencyTable:
     """Measure every unit not yet in the table at `path` (resuming a partial one), saving as it goes;
-    with `rounds` > 1 each unit is measured that many times (rounds interleaved) and the fastest median kept.
+    with `rounds` > 1 each unit is measured that many times (rounds interleaved, each in its own order) and the
+    median kept (with normalised timings the fastest round is an outlier as often as the slowest).
 
     An interruption (Ctrl-C) saves what was measured and re-raises; the next call continues from there.
     """
@@ -157,18 +168,36 @@ def build_table(
         return table
     log.info("measuring %d of %d units (%d cached, %d rounds) on %s", len(todo), len(units), len(units) - len(todo),
              max(1, rounds), provenance.get("device"))
-    todo = todo * max(1, rounds)  # later rounds keep the fastest median: interference only adds time
+    # every round in its own seeded order: a slow spell of the machine then hits random units, not a block of
+    # related ones (enumeration order groups units by scale and operator, so drift would bias whole kinds)
+    order = random.Random(len(todo))
+    todo = [u for _ in range(max(1, rounds)) for u in order.sample(todo, len(todo))]
     table.provenance["complete"] = False
+    ref = getattr(backend, "reference", None)
+    settle = ref is not None and not table.entries  # a new normalised table (a resumed one keeps its nominal)
+    measured: set[str] = set()
     try:
-        seen: set[str] = set()
+        rounds_of: dict[str, list[float]] = {}
         for i, unit in enumerate(tqdm(todo, desc="latency", disable=None if progress else True, unit="op")):
             with torch.no_grad():
                 ms = backend.measure(unit.make(), list(unit.shapes))
-            table.entries[unit.key] = min(ms, table.entries[unit.key]) if unit.key in seen else ms
-            seen.add(unit.key)
+            rounds_of.setdefault(unit.key, []).append(ms)
+            table.entries[unit.key] = statistics.median(rounds_of[unit.key])
+            measured.add(unit.key)
             if (i + 1) % save_every == 0:
+                if ref is not None:  # a killed build resumes at the nominal its entries were measured at
+                    table.provenance["speed_reference"] = ref.provenance()
                 table.save()
     finally:
+        if settle and ref.samples:
+            # the nominal speed of a new table is the reference's median *while it measured*, so its entries are
+            # in the machine's typical milliseconds, not those of the moment the reference was first calibrated
+            observed = statistics.median(ref.samples)
+            for key in measured:
+                table.entries[key] *= observed / ref.nominal_ms
+            ref.nominal_ms = observed
+        if ref is not None:
+            table.provenance["speed_reference"] = ref.provenance()
         table.provenance["complete"] = len(table.entries) >= len({u.key for u in units})
         table.provenance["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         table.provenance["nas_version"] = __version__

@@ -4,47 +4,85 @@ Validation samples N random derived architectures (seeded), predicts each from t
 end on the same device and backend, and reports Kendall τ, Pearson r, mean absolute percentage error and the
 share within ±10%. The correction (measured ≈ a · Σ entries + b) is fitted on a *separate* set of networks so
 the validation figures are not fitted to themselves.
+
+Two corrections are compared. The table's own was fitted when it was built; on a shared machine the speed of
+whole networks can shift by ~15% between then and now, which moves every prediction alike. So validation also
+times the calibration networks again, interleaved with the validation networks, and refits: the figures with
+that *fresh* correction measure the table; the gap to those with the *build-time* one measures the drift.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from nas.config import LatencyConfig
 from nas.latency.measure import LatencyBackend
 from nas.latency.table import LatencyTable
 from nas.latency.units import record_unit_calls
 from search_spaces.arch import Architecture, SpaceSpec
 
-__all__ = ["ValidationReport", "kendall_tau", "random_networks", "fit_correction", "validate", "plot_scatter"]
+__all__ = ["ValidationReport", "kendall_tau", "calibration_seed", "random_networks", "measure_networks",
+           "fit_correction", "validate", "plot_scatter"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ValidationReport:
-    predicted_ms: tuple[float, ...]
+    predicted_ms: tuple[float, ...]  # with the fresh correction (or the table's, when none was refitted)
     measured_ms: tuple[float, ...]
-    raw_ms: tuple[float, ...]  # before the correction
+    raw_ms: tuple[float, ...]  # before any correction
     kendall_tau: float
     pearson_r: float
     mape: float  # mean |pred − meas| / meas, in percent
     within_10: float  # share of networks predicted within ±10%, in percent
+    build_predicted_ms: tuple[float, ...] = ()  # with the table's build-time correction, when refitted
+    correction: dict[str, float] | None = None  # the correction behind `predicted_ms`
+
+    @property
+    def build_mape(self) -> float:
+        return _mape(self.build_predicted_ms, self.measured_ms)
+
+    @property
+    def build_within_10(self) -> float:
+        return _within(self.build_predicted_ms, self.measured_ms, 0.10)
 
     def rows(self) -> list[dict[str, float]]:
+        build = self.build_predicted_ms or (float("nan"),) * len(self.measured_ms)
         return [
-            {"network": i, "predicted_ms": p, "measured_ms": m, "raw_sum_ms": r, "error_pct": 100 * (p - m) / m}
-            for i, (p, m, r) in enumerate(zip(self.predicted_ms, self.measured_ms, self.raw_ms))
+            {"network": i, "predicted_ms": p, "measured_ms": m, "raw_sum_ms": r, "error_pct": 100 * (p - m) / m,
+             "predicted_build_correction_ms": b}
+            for i, (p, m, r, b) in enumerate(zip(self.predicted_ms, self.measured_ms, self.raw_ms, build))
         ]
 
     def summary(self) -> str:
-        return (f"{len(self.measured_ms)} networks: Kendall tau {self.kendall_tau:.3f}, Pearson r {self.pearson_r:.3f}, "
+        text = (f"{len(self.measured_ms)} networks: Kendall tau {self.kendall_tau:.3f}, Pearson r {self.pearson_r:.3f}, "
                 f"MAPE {self.mape:.1f}%, within ±10%: {self.within_10:.0f}%")
+        if self.build_predicted_ms:
+            text += (f" (fresh correction; with the build-time one: MAPE {self.build_mape:.1f}%, within ±10%: "
+                     f"{self.build_within_10:.0f}%)")
+        return text
+
+
+def _mape(pred: tuple[float, ...] | list[float], meas: tuple[float, ...] | list[float]) -> float:
+    if not pred:
+        return float("nan")
+    p, m = np.asarray(pred), np.asarray(meas)
+    return float(100 * (np.abs(p - m) / m).mean())
+
+
+def _within(pred: tuple[float, ...] | list[float], meas: tuple[float, ...] | list[float], tol: float) -> float:
+    if not pred:
+        return float("nan")
+    p, m = np.asarray(pred), np.asarray(meas)
+    return float(100 * (np.abs(p - m) / m <= tol).mean())
 
 
 def kendall_tau(x: list[float] | tuple[float, ...], y: list[float] | tuple[float, ...]) -> float:
@@ -68,12 +106,23 @@ def kendall_tau(x: list[float] | tuple[float, ...], y: list[float] | tuple[float
     return (conc - disc) / denom if denom else float("nan")
 
 
+def calibration_seed(cfg: LatencyConfig) -> int:
+    """The seed of the networks a correction is fitted on: never the validation networks' own."""
+    return 10_000 + cfg.validate_seed
+
+
 def random_networks(spec: SpaceSpec, n: int, seed: int, stem_width: float, head_width: float) -> list[Architecture]:
-    """`n` random derived architectures (seeded), both kinds of branch pairs and upsamplers."""
+    """`n` random derived architectures (seeded), both kinds of branch pairs and upsamplers, spread over the
+    space's latency range: network k draws its cell widths from a window of two adjacent widths, the windows
+    taken in turn (narrowest to widest). Widths drawn independently per cell would average out, and every
+    network would land near the space's median latency (nn-Meter's test sets span their FLOPs range too)."""
     from search_spaces.random_arch import random_architecture
 
     rng = np.random.default_rng(seed)
-    return [random_architecture(spec, rng, stem_width=stem_width, head_width=head_width) for _ in range(n)]
+    ws = sorted(spec.widths)
+    windows = [tuple(ws[i:i + 2]) for i in range(max(1, len(ws) - 1))]
+    return [random_architecture(spec, rng, stem_width=stem_width, head_width=head_width,
+                                widths=windows[k % len(windows)]) for k in range(n)]
 
 
 class _Logits(nn.Module):
@@ -85,50 +134,81 @@ class _Logits(nn.Module):
         return self.net(x)["logits"]
 
 
-def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool, rounds: int = 3) -> tuple[list[float], list[float]]:
-    """Table sum and measured latency of each network. Each network is timed in `rounds` interleaved rounds
-    and the fastest round's median kept: interference from other processes only ever adds time, and
-    interleaving keeps a burst of it from hitting one network's every round."""
-    import torch
+def measure_networks(archs: list[Architecture], backend: LatencyBackend, input_shape: tuple[int, int, int, int],
+                     rounds: int = 12, repeats: int = 3, progress: bool = False) -> list[float]:
+    """End-to-end latency (ms) of each architecture's deployable network. The networks are timed in `rounds`
+    interleaved rounds (each the median of `repeats` runs) and the median round kept: interleaving spreads a
+    slow spell of the machine over all networks instead of one network's every run, and the backend's speed
+    reference (when it normalises) cancels what is left of it."""
     from tqdm import tqdm
 
     from search_spaces.builder import build_network
 
     nets = [_Logits(build_network(arch, aux_heads=False).eval()) for arch in archs]
-    raw = [table.sum_ms(record_unit_calls(n.net, torch.zeros(input_shape))) for n in nets]
-    measured = [float("inf")] * len(nets)
-    bar = tqdm(total=rounds * len(nets), desc="networks", disable=None if progress else True)
-    for _ in range(max(1, rounds)):
+    samples: list[list[float]] = [[] for _ in nets]
+    bar = tqdm(total=max(1, rounds) * len(nets), desc="networks", disable=None if progress else True)
+    for r in range(max(1, rounds)):
         for i, net in enumerate(nets):
-            measured[i] = min(measured[i], backend.measure(net, [input_shape]))
+            samples[i].append(backend.measure(net, [input_shape], warmup=2 if r == 0 else 1, repeats=repeats))
             bar.update()
     bar.close()
-    return raw, measured
+    return [float(np.median(s)) for s in samples]
+
+
+def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBackend,
+             input_shape: tuple[int, int, int, int], progress: bool, rounds: int) -> tuple[list[list[str]], list[float]]:
+    """Unit keys (checked against the table before anything is timed) and measured latency of each network."""
+    import torch
+
+    from search_spaces.builder import build_network
+
+    keys = [record_unit_calls(build_network(a, aux_heads=False).eval(), torch.zeros(input_shape)) for a in archs]
+    for k in keys:
+        table.sum_ms(k)
+    return keys, measure_networks(archs, backend, input_shape, rounds=rounds, progress=progress)
+
+
+def _fit(raw: list[float], measured: list[float], n: int) -> dict[str, float]:
+    """Least-squares `measured ≈ scale · raw + offset`; a pure offset when the fit is degenerate."""
+    scale, offset = np.polyfit(np.asarray(raw), np.asarray(measured), 1)
+    if not (0.2 < scale < 5):  # e.g. all networks alike
+        scale, offset = 1.0, float(np.median(np.asarray(measured) - np.asarray(raw)))
+    return {"scale": float(scale), "offset_ms": float(offset), "n": n}
+
+
+def _apply(corr: dict[str, float] | None, raw: float) -> float:
+    return raw if not corr else corr["scale"] * raw + corr["offset_ms"]
 
 
 def fit_correction(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
-                   input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 3) -> dict[str, float]:
+                   input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 12) -> dict[str, float]:
     """Least-squares `measured ≈ scale · raw + offset` over whole networks; stored in the table."""
-    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
-    scale, offset = np.polyfit(np.asarray(raw), np.asarray(measured), 1)
-    if not (0.2 < scale < 5):  # a degenerate fit (e.g. all networks alike): fall back to a pure offset
-        scale, offset = 1.0, float(np.median(np.asarray(measured) - np.asarray(raw)))
-    table.correction = {"scale": float(scale), "offset_ms": float(offset), "n": len(archs)}
+    keys, measured = _measure(archs, table, backend, input_shape, progress, rounds)
+    table.correction = _fit([table.sum_ms(k) for k in keys], measured, len(archs))
     return table.correction
 
 
 def validate(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 3) -> ValidationReport:
-    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
-    pred = [table.corrected(r) for r in raw]
-    p, m = np.asarray(pred), np.asarray(measured)
-    err = np.abs(p - m) / m
+             input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 12,
+             calibration: list[Architecture] | tuple[Architecture, ...] = ()) -> ValidationReport:
+    """Predict each of `archs` from `table` and compare with its measured latency. With `calibration`
+    networks (the ones the table's correction was fitted on), they are timed in the same rounds and a fresh
+    correction is fitted on them; the build-time correction's predictions are reported beside."""
+    calibration = list(calibration)
+    keys, measured = _measure([*calibration, *archs], table, backend, input_shape, progress, rounds)
+    raw_all = [table.sum_ms(k) for k in keys]
+    n_cal = len(calibration)
+    raw, meas = raw_all[n_cal:], measured[n_cal:]
+    build = [_apply(table.correction, r) for r in raw]
+    corr = _fit(raw_all[:n_cal], measured[:n_cal], n_cal) if n_cal >= 2 else table.correction
+    pred = [_apply(corr, r) for r in raw]
+    p, m = np.asarray(pred), np.asarray(meas)
     return ValidationReport(
-        predicted_ms=tuple(pred), measured_ms=tuple(measured), raw_ms=tuple(raw),
-        kendall_tau=kendall_tau(pred, measured),
+        predicted_ms=tuple(pred), measured_ms=tuple(meas), raw_ms=tuple(raw),
+        kendall_tau=kendall_tau(pred, meas),
         pearson_r=float(np.corrcoef(p, m)[0, 1]) if len(p) > 1 else float("nan"),
-        mape=float(100 * err.mean()), within_10=float(100 * (err <= 0.10).mean()),
+        mape=_mape(pred, meas), within_10=_within(pred, meas, 0.10),
+        build_predicted_ms=tuple(build) if n_cal >= 2 else (), correction=corr,
     )
 
 
@@ -148,7 +228,8 @@ def plot_scatter(report: ValidationReport, path: str | Path, title: str = "") ->
     ax.scatter(report.measured_ms, report.predicted_ms, s=18, c="C0", zorder=3)
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(title or report.summary(), fontsize=8)
+    text = title or report.summary()
+    ax.set_title("\n".join(textwrap.fill(line, 78) for line in text.splitlines()), fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ def ensure_teacher(base: ExperimentConfig, study_dir: str | Path) -> Path:
 
 def measure_model_latency(model: torch.nn.Module, cfg: ExperimentConfig) -> float:
     """Median latency (ms) of the deployable `model` at `latency.input_hw` and `latency.batch`, with the
-    configured backend on `run.device`; the fastest of `latency.rounds` medians (interference only adds time)."""
+    configured backend on `run.device`; the median of `latency.rounds` medians (CPU timings normalised by the
+    device's speed reference, where the fastest round is an outlier as often as the slowest)."""
     from nas.export import logits_only
     from nas.latency.cache import make_backend
 
@@ -99,7 +101,7 @@ def measure_model_latency(model: torch.nn.Module, cfg: ExperimentConfig) -> floa
         backend = make_backend(lc, cfg.run.device)
         shape = (lc.batch, 3, *lc.input_hw)
         wrapper = logits_only(model)
-        return min(backend.measure(wrapper, [shape]) for _ in range(max(1, lc.rounds)))
+        return statistics.median(backend.measure(wrapper, [shape]) for _ in range(max(1, lc.rounds)))
     finally:
         torch.set_num_threads(previous)
 
