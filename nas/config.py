@@ -120,7 +120,8 @@ class SearchConfig:
     iters_per_epoch: int = 0  # 0 = one pass over split A
     split_ratio: float = 0.5  # share of the train split used for weights (A); the rest (B) for the architecture
     val_batches: int = 0  # val batches used to score the derived networks each epoch (0 = all)
-    weight_lr: float = 0.02  # SGD on weights (FasterSeg: 0.01–0.02)
+    weight_optimizer: Literal["sgd", "adamw"] = "sgd"  # FasterSeg's SGD; AdamW for short searches
+    weight_lr: float = 0.02  # on weights (FasterSeg's SGD: 0.01–0.02)
     weight_momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float = 5.0

@@ -45,6 +45,7 @@ from nas.latency.cache import open_table
 from nas.nni_backend import NNI_VERSION, STRATEGIES, require_nni
 from nas.nni_backend.convert import LabelLayout, architecture_from_choice, one_hot_logits, probs_from_logits
 from nas.nni_backend.space import FasterSegModelSpace
+from nas.optim import make_optimizer
 from nas.search.loop import CHECKPOINT, SearchResult, arch_entropies, finish_student
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
@@ -119,8 +120,8 @@ class NniSearchJob:
         self.temperature = LinearTemperatureScheduler(float(sc.tau_start), float(sc.tau_end)) if self.softmaxes else None
         weight = class_weights(self.train).to(self.device) if sc.class_weighted else None
         self.ce = OhemCrossEntropy(thresh=1.0, weight=weight, ignore_index=self.info.ignore_index)
-        self.w_opt = torch.optim.SGD(self.weights, lr=sc.weight_lr, momentum=sc.weight_momentum,
-                                     weight_decay=sc.weight_decay)
+        self.w_opt = make_optimizer(sc.weight_optimizer, self.weights, sc.weight_lr, sc.weight_momentum,
+                                    sc.weight_decay)
         self.a_opt = (torch.optim.Adam(list(self.logits.values()), lr=sc.arch_lr, betas=sc.arch_betas,
                                        weight_decay=sc.arch_weight_decay) if self.differentiable else None)
         self.rng = np.random.RandomState(cfg.run.seed)  # NNI's own sampling draws an unseeded RandomState

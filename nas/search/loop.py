@@ -32,6 +32,7 @@ from nas.evaluate import evaluate
 from nas.io import RunDir, kept_checkpoint, resume_checkpoint, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
+from nas.optim import make_optimizer
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.builder import build_network
@@ -109,8 +110,8 @@ class SearchJob:
         weight = class_weights(self.train).to(self.device) if sc.class_weighted else None
         self.ce = OhemCrossEntropy(thresh=1.0, weight=weight, ignore_index=self.info.ignore_index)
         self.kd = create_kd_loss("pixel", temperature=sc.kd_temperature, ignore_index=self.info.ignore_index)
-        self.w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=sc.weight_lr, momentum=sc.weight_momentum,
-                                     weight_decay=sc.weight_decay)
+        self.w_opt = make_optimizer(sc.weight_optimizer, self.net.weight_parameters(), sc.weight_lr,
+                                    sc.weight_momentum, sc.weight_decay)
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=sc.arch_lr, betas=sc.arch_betas,
                                       weight_decay=sc.arch_weight_decay)
         self.latency_weight = sc.latency_weight
@@ -306,6 +307,7 @@ class SearchJob:
             "supernet": self.net.state_dict(),
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
+            "weight_optimizer": self.cfg.search.weight_optimizer,
             "latency_weight": self.latency_weight,
             "history": self.history,
             "config_hash": config_hash(self.cfg),
@@ -322,7 +324,9 @@ class SearchJob:
             raise UserError(f"the search checkpoint does not match this configuration: {str(exc).splitlines()[0][:160]}") from None
         sc = self.cfg.search  # the configured rates win over the saved ones: a resume may lower a learning rate
         for group in self.w_opt.param_groups:
-            group.update(lr=sc.weight_lr, momentum=sc.weight_momentum, weight_decay=sc.weight_decay)
+            group.update(lr=sc.weight_lr, weight_decay=sc.weight_decay)
+            if "momentum" in group:
+                group["momentum"] = sc.weight_momentum
         for group in self.a_opt.param_groups:
             group.update(lr=sc.arch_lr, betas=sc.arch_betas, weight_decay=sc.arch_weight_decay)
         self.latency_weight = float(state["latency_weight"])
@@ -388,6 +392,10 @@ def _check_finite(loss: torch.Tensor, what: str, epoch: int, ckpt: Path) -> None
 def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from (None for a fresh run); warns when the configuration changed since."""
     state = resume_checkpoint(run.file(CHECKPOINT), resume, "a search")
+    saved = (state or {}).get("weight_optimizer", "sgd")  # checkpoints from before search.weight_optimizer are SGD
+    if state is not None and saved != cfg.search.weight_optimizer:
+        raise UserError(f"the search checkpoint was written with search.weight_optimizer={saved}, not "
+                        f"{cfg.search.weight_optimizer}: resume with the same optimizer or start a new run")
     if state is not None and state.get("config_hash") != config_hash(cfg):
         log.warning("resuming with a configuration that differs from the checkpoint's")
     return state

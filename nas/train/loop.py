@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas import distributed as dist
-from nas.config import ExperimentConfig, TrainConfig, config_hash
+from nas.config import ExperimentConfig, config_hash
 from nas.data import build_dataset, build_loader, class_weights, dataset_info
 from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
@@ -38,6 +38,7 @@ from nas.evaluate import evaluate
 from nas.io import RunDir, atomic_write_json, kept_checkpoint, resume_checkpoint, save_checkpoint
 from nas.metrics import SegScores
 from nas.models import save_model
+from nas.optim import make_optimizer
 from nas.train.chain import (
     Phase,
     check_online,
@@ -91,13 +92,6 @@ class _PhaseState:
         if self.criterion is None:
             return []
         return [(k, m) for k, m in self.criterion.losses.items() if isinstance(m, HolisticAdversarial)]
-
-
-def make_optimizer(tc: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The retraining optimiser `train.optimizer` names: SGD with momentum (FasterSeg) or AdamW (decoupled decay)."""
-    if tc.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
 def _seed(base: int, phase: int, epoch: int, salt: int = 0) -> int:
@@ -202,7 +196,7 @@ class TrainJob:
             criterion.build(*self._probe(model, teacher)).to(self.device)
         params = [*model.parameters(), *(criterion.student_parameters() if criterion is not None else [])]
         tc = cfg.train
-        optimizer = make_optimizer(tc, params)
+        optimizer = make_optimizer(tc.optimizer, params, tc.lr, tc.momentum, tc.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         dist.broadcast_module(model, criterion)  # the same start on every rank
         if criterion is not None:

@@ -59,11 +59,13 @@ def test_search_cli_writes_architectures_metrics_and_plots(tmp_path):
     assert res.returncode == 0 and "params" in res.stdout
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
-    straight = run_search(load_config(None, _sets(tmp_path, "straight")))
-    cut = load_config(None, _sets(tmp_path, "cut", ("search.epochs=1",)))
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, optimizer):
+    opt = (f"search.weight_optimizer={optimizer}",)
+    straight = run_search(load_config(None, _sets(tmp_path, "straight", opt)))
+    cut = load_config(None, _sets(tmp_path, "cut", ("search.epochs=1", *opt)))
     run_search(cut)
-    resumed = run_search(load_config(None, _sets(tmp_path, "cut")), resume=True)
+    resumed = run_search(load_config(None, _sets(tmp_path, "cut", opt)), resume=True)
     assert resumed.student.to_dict()["branches"] == straight.student.to_dict()["branches"]
     a = load_checkpoint(tmp_path / "runs" / "straight" / "search.ckpt")["supernet"]
     b = load_checkpoint(tmp_path / "runs" / "cut" / "search.ckpt")["supernet"]
@@ -73,6 +75,12 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     fa = pd.read_csv(tmp_path / "runs" / "straight" / "metrics.csv").drop(columns=["seconds"])
     fb = pd.read_csv(tmp_path / "runs" / "cut" / "metrics.csv").drop(columns=["seconds"])
     pd.testing.assert_frame_equal(fa, fb)
+    if optimizer == "adamw":  # the moments were saved, and a resume with the other optimiser is refused
+        ckpt = load_checkpoint(tmp_path / "runs" / "cut" / "search.ckpt")
+        assert ckpt["weight_optimizer"] == "adamw" and "exp_avg" in next(iter(ckpt["w_opt"]["state"].values()))
+        res = _cli("search", "--resume", *_flags(_sets(tmp_path, "cut", ("search.weight_optimizer=sgd",))))
+        assert res.returncode == 2 and "weight_optimizer=adamw" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_sigkill_between_epochs_loses_at_most_one_epoch(tmp_path):
