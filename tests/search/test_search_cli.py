@@ -26,7 +26,7 @@ def _sets(tmp: Path, name: str, extra: tuple[str, ...] = ()) -> list[str]:
         f"run.root={tmp / 'runs'}", f"run.name={name}", f"data.root={tmp / 'data'}", "data.num_train=16",
         "data.num_val=4", "data.image_size=[64,128]", "data.batch_size=4", "space.name=tiny",
         "search.warmup_epochs=1", "search.epochs=2", "search.iters_per_epoch=2", "run.log_every=0",
-        "latency.input_hw=[64,128]", "latency.calibrate=0", "latency.repeats=2", "latency.warmup=1",
+        "latency.input_hw=[64,128]", "latency.calibrate=0", "latency.repeats=2", "latency.warmup=1", "latency.rounds=1",
         f"latency.cache_dir={tmp / 'tables'}", *extra,
     ]
     return base
