@@ -18,6 +18,7 @@ import logging
 import platform
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Protocol
@@ -256,6 +257,8 @@ class OnnxRuntimeBackend:
         self.warmup, self.repeats = warmup, repeats
         self.reference = reference
         self.last_raw_ms = float("nan")
+        # module → {input shapes: (session, input names)}: a network timed in many rounds is exported once
+        self._sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def session(self, module: nn.Module, input_shapes: list[tuple[int, ...]]):
         """An ORT session for `module` (exported with the legacy TorchScript-based exporter)."""
@@ -276,7 +279,11 @@ class OnnxRuntimeBackend:
                 repeats: int | None = None) -> float:
         import numpy as np
 
-        sess, names = self.session(module, input_shapes)
+        key = tuple(tuple(x) for x in input_shapes)
+        cached = self._sessions.setdefault(module, {})
+        if key not in cached:
+            cached[key] = self.session(module, input_shapes)
+        sess, names = cached[key]
         feed = {n: np.random.default_rng(0).standard_normal(s).astype("float32") for n, s in zip(names, input_shapes)}
         warmup = self.warmup if warmup is None else warmup
         repeats = self.repeats if repeats is None else repeats

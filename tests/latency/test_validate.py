@@ -222,3 +222,18 @@ def test_measuring_against_a_table_uses_its_scale(tmp_path):
     lazy.measure(torch.nn.Conv2d(3, 4, 3), [(1, 3, 16, 16)], warmup=1, repeats=1)
     assert lazy.reference.nominal_ms > 0 and len(list(tmp_path.glob("speed-reference-*.json"))) == 1
     assert make_backend(cfg, "cpu").reference.nominal_ms == pytest.approx(lazy.reference.nominal_ms)
+
+
+def test_onnxruntime_exports_a_network_once_for_many_rounds(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from nas.latency.measure import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(threads=1, warmup=1, repeats=1)
+    exports = []
+    real = backend.session
+    monkeypatch.setattr(backend, "session", lambda m, s: exports.append(1) or real(m, s))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+    for _ in range(3):
+        assert backend.measure(net, [(1, 3, 16, 16)]) > 0
+    backend.measure(net, [(1, 3, 8, 8)])
+    assert len(exports) == 2  # once per input shape, not once per round
