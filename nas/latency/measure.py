@@ -151,6 +151,14 @@ class SpeedReference:
         return {"module": self.description, "nominal_ms": self.nominal_ms}
 
 
+def _timed(reference: SpeedReference | None, measure: Callable[[], float]) -> tuple[float, float]:
+    """`measure()` as reported (at the reference's nominal speed, if any) and as measured, both ms."""
+    if reference is None:
+        raw = measure()
+        return raw, raw
+    return reference.normalised(measure)
+
+
 class LatencyBackend(Protocol):
     """Measures the latency of a module for a given input shape."""
 
@@ -209,10 +217,7 @@ class TorchBackend:
                 self.last_raw_ms = self._measure_cuda(module, inputs, warmup, repeats)
                 return self.last_raw_ms
             timed = lambda: median_ms(lambda: module(*inputs), warmup, repeats)  # noqa: E731
-            if self.reference is None:
-                self.last_raw_ms = timed()
-                return self.last_raw_ms
-            ms, self.last_raw_ms = self.reference.normalised(timed)
+            ms, self.last_raw_ms = _timed(self.reference, timed)
             return ms
 
     def _measure_cuda(self, module: nn.Module, inputs: list[torch.Tensor], warmup: int, repeats: int) -> float:
@@ -288,10 +293,7 @@ class OnnxRuntimeBackend:
         warmup = self.warmup if warmup is None else warmup
         repeats = self.repeats if repeats is None else repeats
         timed = lambda: median_ms(lambda: sess.run(None, feed), warmup, repeats)  # noqa: E731
-        if self.reference is None:
-            self.last_raw_ms = timed()
-            return self.last_raw_ms
-        ms, self.last_raw_ms = self.reference.normalised(timed)
+        ms, self.last_raw_ms = _timed(self.reference, timed)
         return ms
 
     def provenance(self) -> dict[str, Any]:

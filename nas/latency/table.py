@@ -29,7 +29,7 @@ from nas.io import atomic_write_json, read_json
 from nas.latency.measure import LatencyBackend
 from nas.latency.units import Unit, record_unit_calls
 
-__all__ = ["LatencyTable", "TableMismatch", "build_table", "cache_key", "TABLE_VERSION"]
+__all__ = ["LatencyTable", "TableMismatch", "apply_correction", "build_table", "cache_key", "TABLE_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ class LatencyTable:
 
     def corrected(self, raw_ms: float) -> float:
         """Apply the fitted whole-network correction (identity if none was fitted)."""
-        if not self.correction:
-            return raw_ms
-        return self.correction["scale"] * raw_ms + self.correction["offset_ms"]
+        return apply_correction(self.correction, raw_ms)
 
     def predict_model(self, model: nn.Module, input_shape: tuple[int, ...], corrected: bool = True) -> float:
         """Predicted latency (ms) of a built network: the sum of its units' entries, then the correction."""
@@ -124,6 +122,13 @@ class LatencyTable:
 
     def slowest(self, n: int = 10) -> list[tuple[str, float]]:
         return sorted(self.entries.items(), key=lambda kv: -kv[1])[:n]
+
+
+def apply_correction(correction: dict[str, float] | None, raw_ms: float) -> float:
+    """`scale · raw + offset` of a whole-network correction (identity when there is none)."""
+    if not correction:
+        return raw_ms
+    return correction["scale"] * raw_ms + correction["offset_ms"]
 
 
 def _norm(v: Any) -> Any:

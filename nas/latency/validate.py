@@ -24,7 +24,7 @@ from torch import nn
 
 from nas.config import LatencyConfig
 from nas.latency.measure import LatencyBackend
-from nas.latency.table import LatencyTable
+from nas.latency.table import LatencyTable, apply_correction
 from nas.latency.units import record_unit_calls
 from search_spaces.arch import Architecture, SpaceSpec
 
@@ -140,15 +140,21 @@ def measure_networks(archs: list[Architecture], backend: LatencyBackend, input_s
     interleaved rounds (each the median of `repeats` runs) and the median round kept: interleaving spreads a
     slow spell of the machine over all networks instead of one network's every run, and the backend's speed
     reference (when it normalises) cancels what is left of it."""
-    from tqdm import tqdm
-
     from search_spaces.builder import build_network
 
-    nets = [_Logits(build_network(arch, aux_heads=False).eval()) for arch in archs]
-    samples: list[list[float]] = [[] for _ in nets]
-    bar = tqdm(total=max(1, rounds) * len(nets), desc="networks", disable=None if progress else True)
+    nets = [build_network(arch, aux_heads=False).eval() for arch in archs]
+    return _time_networks(nets, backend, input_shape, rounds, repeats, progress)
+
+
+def _time_networks(nets: list[nn.Module], backend: LatencyBackend, input_shape: tuple[int, int, int, int],
+                   rounds: int, repeats: int, progress: bool) -> list[float]:
+    from tqdm import tqdm
+
+    timed = [_Logits(net) for net in nets]
+    samples: list[list[float]] = [[] for _ in timed]
+    bar = tqdm(total=max(1, rounds) * len(timed), desc="networks", disable=None if progress else True)
     for r in range(max(1, rounds)):
-        for i, net in enumerate(nets):
+        for i, net in enumerate(timed):
             samples[i].append(backend.measure(net, [input_shape], warmup=2 if r == 0 else 1, repeats=repeats))
             bar.update()
     bar.close()
@@ -156,16 +162,15 @@ def measure_networks(archs: list[Architecture], backend: LatencyBackend, input_s
 
 
 def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool, rounds: int) -> tuple[list[list[str]], list[float]]:
-    """Unit keys (checked against the table before anything is timed) and measured latency of each network."""
+             input_shape: tuple[int, int, int, int], progress: bool, rounds: int) -> tuple[list[float], list[float]]:
+    """Table sum (a missing entry is refused before anything is timed) and measured latency of each network."""
     import torch
 
     from search_spaces.builder import build_network
 
-    keys = [record_unit_calls(build_network(a, aux_heads=False).eval(), torch.zeros(input_shape)) for a in archs]
-    for k in keys:
-        table.sum_ms(k)
-    return keys, measure_networks(archs, backend, input_shape, rounds=rounds, progress=progress)
+    nets = [build_network(a, aux_heads=False).eval() for a in archs]
+    raw = [table.sum_ms(record_unit_calls(n, torch.zeros(input_shape))) for n in nets]
+    return raw, _time_networks(nets, backend, input_shape, rounds, 3, progress)
 
 
 def _fit(raw: list[float], measured: list[float], n: int) -> dict[str, float]:
@@ -176,15 +181,11 @@ def _fit(raw: list[float], measured: list[float], n: int) -> dict[str, float]:
     return {"scale": float(scale), "offset_ms": float(offset), "n": n}
 
 
-def _apply(corr: dict[str, float] | None, raw: float) -> float:
-    return raw if not corr else corr["scale"] * raw + corr["offset_ms"]
-
-
 def fit_correction(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
                    input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 12) -> dict[str, float]:
     """Least-squares `measured ≈ scale · raw + offset` over whole networks; stored in the table."""
-    keys, measured = _measure(archs, table, backend, input_shape, progress, rounds)
-    table.correction = _fit([table.sum_ms(k) for k in keys], measured, len(archs))
+    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
+    table.correction = _fit(raw, measured, len(archs))
     return table.correction
 
 
@@ -195,13 +196,12 @@ def validate(table: LatencyTable, archs: list[Architecture], backend: LatencyBac
     networks (the ones the table's correction was fitted on), they are timed in the same rounds and a fresh
     correction is fitted on them; the build-time correction's predictions are reported beside."""
     calibration = list(calibration)
-    keys, measured = _measure([*calibration, *archs], table, backend, input_shape, progress, rounds)
-    raw_all = [table.sum_ms(k) for k in keys]
+    raw_all, measured = _measure([*calibration, *archs], table, backend, input_shape, progress, rounds)
     n_cal = len(calibration)
     raw, meas = raw_all[n_cal:], measured[n_cal:]
-    build = [_apply(table.correction, r) for r in raw]
+    build = [table.corrected(r) for r in raw]
     corr = _fit(raw_all[:n_cal], measured[:n_cal], n_cal) if n_cal >= 2 else table.correction
-    pred = [_apply(corr, r) for r in raw]
+    pred = [apply_correction(corr, r) for r in raw]
     p, m = np.asarray(pred), np.asarray(meas)
     return ValidationReport(
         predicted_ms=tuple(pred), measured_ms=tuple(meas), raw_ms=tuple(raw),
