@@ -6,7 +6,7 @@ T, within 5%) and the student measured end to end with the table's backend and t
 goal: within the error ``nas latency validate`` reports for that table).
 
     .venv/bin/python experiments/bench_latency_targets.py --config experiments/configs/quickstart.yaml \\
-        --targets 6,9,12
+        --targets 10,12,15
 
 Searches are cached under ``--work`` (a finished one is reused, an interrupted one resumes); the table goes to
 ``experiments/results/bench_latency_targets.csv`` (``--tag T``: ``*_T.csv``).
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "quickstart.yaml"))
     p.add_argument("--set", action="append", default=[], help="config override for every search")
-    p.add_argument("--targets", default="6,9,12", help="comma-separated latency targets in ms")
+    p.add_argument("--targets", default="10,12,15", help="comma-separated latency targets in ms")
     p.add_argument("--work", default="runs/bench_latency_targets")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)

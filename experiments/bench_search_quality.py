@@ -30,18 +30,21 @@ sys.path.insert(0, str(HERE.parent))
 def similar_random_architectures(searched: Any, target: float, table: Any, input_shape: tuple[int, ...], n: int,
                                  tolerance: float, seed: int, max_draws: int = 20_000) -> list[tuple[Any, float]]:
     """`n` random architectures of the searched one's space whose table latency is within `tolerance` (relative)
-    of `target` (the searched one's), with their latencies; the same branch kind, stem and head widths."""
+    of `target` (the searched one's), with their latencies; the same branch kind, stem and head widths. Draw k
+    takes its cell widths from the k-th of :func:`width_windows` in turn, so a searched network at either end
+    of the space's latency range still has random neighbours (uniform widths land near the median)."""
     import numpy as np
 
     from search_spaces.builder import build_network
-    from search_spaces.random_arch import random_architecture
+    from search_spaces.random_arch import random_architecture, width_windows
 
     ends = tuple(b.cells[-1].scale for b in searched.branches)
     rng = np.random.default_rng(seed)
+    windows = width_windows(searched.space.widths)
     found: list[tuple[Any, float]] = []
     for draw in range(max_draws):
         arch = random_architecture(searched.space, rng, branches=ends, stem_width=searched.stem_width,
-                                   head_width=searched.head_width)
+                                   head_width=searched.head_width, widths=windows[draw % len(windows)])
         lat = table.predict_model(build_network(arch, aux_heads=False), input_shape)
         if abs(lat / target - 1) <= tolerance:
             found.append((arch.with_meta(source="bench_search_quality random", draw=draw, predicted_latency_ms=lat),

@@ -23,6 +23,9 @@ FasterSeg's rules (`train/model_seg.py`: `betas2path`, `path2widths`, `alphas2op
    score of {32,8} is the 1/32 route's; {32,16} wins when the 1/16 route's decisions are at least as confident
    (ties go to {32,16}, FasterSeg's released student). A plain product would always pick {32,8}.
 5. **Upsamplers** — argmax per fusion step and for the final ×8.
+6. **Budget** (:func:`derive_within_budget`, used by the search when it has a latency target) — while the
+   derived network's table latency is above the target, the single change of choice that gives up the least
+   log-probability per ms saved, then the rules above again.
 
 The teacher set derives with kind "teacher", full widths and stem/head width 1.0.
 """
@@ -30,6 +33,7 @@ The teacher set derives with kind "teacher", full widths and stem/head width 1.0
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,7 +42,7 @@ from search_spaces.arch import Architecture, Branch, Cell, SpaceSpec, branch_nam
 from search_spaces.fasterseg import Supernet
 from search_spaces.upsample import UPSAMPLERS
 
-__all__ = ["derive", "derive_from_probs", "best_route", "min_depth", "BRANCH_CHOICES"]
+__all__ = ["derive", "derive_from_probs", "derive_within_budget", "best_route", "min_depth", "BRANCH_CHOICES"]
 
 BRANCH_CHOICES = ("auto", "32,16", "32,8")
 _TIE = 1e-9  # pair scores this close count as equal (then the coarser finer branch, 1/16, wins)
@@ -125,16 +129,21 @@ def _branch_cells(sp: SpaceSpec, probs: dict[str, Any], route: list[int], head_w
     return cells, info
 
 
-def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto",
-           min_depth_rule: bool = True) -> Architecture:
-    """The discrete architecture of `arch_set` (see the module docstring for the rules)."""
+def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto", min_depth_rule: bool = True,
+           cost: Callable[[Architecture], float] | None = None, budget_ms: float | None = None) -> Architecture:
+    """The discrete architecture of `arch_set` (see the module docstring for the rules); with `cost` and
+    `budget_ms`, kept within the budget by :func:`derive_within_budget`."""
     teacher = arch_set == "teacher"
     with torch.no_grad():
         probs = supernet.arch_probs(arch_set)
-    arch = derive_from_probs(supernet.spec, probs, branches=branches, min_depth_rule=min_depth_rule,
-                             stem_width=1.0 if teacher else supernet.stem_width[arch_set],
-                             head_width=1.0 if teacher else supernet.head_width[arch_set],
-                             kind="teacher" if teacher else "student")
+    kwargs = {"branches": branches, "min_depth_rule": min_depth_rule,
+              "stem_width": 1.0 if teacher else supernet.stem_width[arch_set],
+              "head_width": 1.0 if teacher else supernet.head_width[arch_set],
+              "kind": "teacher" if teacher else "student"}
+    if cost is not None and budget_ms is not None:
+        arch = derive_within_budget(supernet.spec, probs, cost, budget_ms, **kwargs)
+    else:
+        arch = derive_from_probs(supernet.spec, probs, **kwargs)
     return arch.with_meta(arch_set=arch_set)
 
 
@@ -188,3 +197,98 @@ def derive_from_probs(sp: SpaceSpec, probs: dict[str, Any], branches: str = "aut
         kind=kind,
         meta=meta,
     )
+
+
+def _clone_probs(probs: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({kk: v.detach().clone() for kk, v in d.items()} if isinstance(d, dict) else d.detach().clone())
+            for k, d in probs.items()}
+
+
+def _forced(vec: torch.Tensor, choice: int) -> torch.Tensor:
+    """`vec` with `choice` made its argmax (the other entries keep their order for the skip rules)."""
+    out = vec.clone()
+    out[choice] = 2.0
+    return out
+
+
+def _route_nodes(sp: SpaceSpec, probs: dict[str, Any], arch: Architecture) -> list[tuple[int, int]]:
+    """The (layer, scale index) nodes the routes of `arch`'s branches visit."""
+    nodes: set[tuple[int, int]] = set()
+    for b in arch.branches:
+        route, _ = best_route(probs["beta"], sp.layers, sp.scales.index(b.cells[-1].scale))
+        nodes.update((layer, si) for layer, si in enumerate(route))
+    return sorted(nodes)
+
+
+def _budget_moves(sp: SpaceSpec, probs0: dict[str, Any], work: dict[str, Any], arch: Architecture,
+                  kind: str) -> list[tuple[str, Any, int, float, float]]:
+    """Single changes of choice: (group, key, new choice, p₀ of the current choice, p₀ of the new one). An
+    operator may become any other, a width the most probable narrower one, an upsampler the other."""
+    moves = []
+    nodes = _route_nodes(sp, work, arch)
+    for node in nodes:
+        cur = int(work["alpha"][node].argmax())
+        moves += [("alpha", node, c, float(probs0["alpha"][node][cur]), float(probs0["alpha"][node][c]))
+                  for c in range(len(sp.ops)) if c != cur]
+        if kind != "teacher" and node in work["gamma"]:
+            cur = int(work["gamma"][node].argmax())
+            narrower = [j for j in range(len(sp.widths)) if sp.widths[j] < sp.widths[cur]]
+            if narrower:
+                j = max(narrower, key=lambda i: float(probs0["gamma"][node][i]))
+                moves.append(("gamma", node, j, float(probs0["gamma"][node][cur]), float(probs0["gamma"][node][j])))
+    ends = {b.cells[-1].scale for b in arch.branches}
+    for key, vec in work["upsample"].items():
+        if key[0] in ends:
+            cur = int(vec.argmax())
+            moves.append(("upsample", key, 1 - cur, float(probs0["upsample"][key][cur]),
+                          float(probs0["upsample"][key][1 - cur])))
+    cur = int(work["final_upsample"].argmax())
+    moves.append(("final_upsample", None, 1 - cur, float(probs0["final_upsample"][cur]),
+                  float(probs0["final_upsample"][1 - cur])))
+    return moves
+
+
+def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[Architecture], float],
+                         budget_ms: float, max_moves: int = 64, **derive_kwargs: Any) -> Architecture:
+    """:func:`derive_from_probs`, then, while `cost` (ms) is above `budget_ms`, the single change of choice
+    (an operator, a narrower width, an upsampler; the routes stay) that gives up the least log-probability per
+    ms saved, re-deriving after each so that every rule still holds. The most probable architecture is often
+    not the one the expected latency was constrained to (derivation turns skips into depth and forbids
+    all-skip runs), so a search may end above its target; this keeps the result within it where the space
+    allows. ``meta["budget"]`` records the fit."""
+    arch = derive_from_probs(sp, probs, **derive_kwargs)
+    seen: dict[Any, float] = {}
+
+    def price(a: Architecture) -> float:
+        key = (a.branches, a.final_upsample, a.stem_width, a.head_width)
+        if key not in seen:
+            seen[key] = float(cost(a))
+        return seen[key]
+
+    start = spent = price(arch)
+    if spent <= budget_ms:
+        return arch
+    work, moves, lost = _clone_probs(probs), 0, 0.0
+    kind = derive_kwargs.get("kind", "student")
+    while spent > budget_ms and moves < max_moves:
+        best: tuple[tuple[float, float], dict[str, Any], Architecture, float, float] | None = None
+        for group, key, choice, p_from, p_to in _budget_moves(sp, probs, work, arch, kind):
+            trial = dict(work)
+            if key is None:
+                trial[group] = _forced(work[group], choice)
+            else:
+                trial[group] = {**work[group], key: _forced(work[group][key], choice)}
+            cand = derive_from_probs(sp, trial, **derive_kwargs)
+            ms = price(cand)
+            if ms >= spent - 1e-9:
+                continue
+            loss = max(0.0, math.log(max(p_from, 1e-30)) - math.log(max(p_to, 1e-30)))
+            score = (loss / (spent - ms), -(spent - ms))
+            if best is None or score < best[0]:
+                best = (score, trial, cand, ms, loss)
+        if best is None:
+            break
+        _, work, arch, spent, loss = best
+        moves, lost = moves + 1, lost + loss
+    return arch.with_meta(budget={"target_ms": budget_ms, "most_probable_ms": start, "ms": spent, "moves": moves,
+                                  "log_prob_given_up": lost, "met": spent <= budget_ms})

@@ -14,9 +14,17 @@ import numpy as np
 from search_spaces.arch import Architecture, Branch, Cell, SpaceSpec
 from search_spaces.upsample import UPSAMPLERS
 
-__all__ = ["BRANCH_PAIRS", "random_architecture"]
+__all__ = ["BRANCH_PAIRS", "random_architecture", "width_windows"]
 
 BRANCH_PAIRS: tuple[tuple[int, int], ...] = ((32, 16), (32, 8))  # FasterSeg's two kinds of derived network
+
+
+def width_windows(widths: Sequence[float]) -> list[tuple[float, ...]]:
+    """Windows of two adjacent widths, narrowest to widest. Drawing each network's cell widths from one window
+    (windows in turn) spreads random networks over the space's latency range; widths drawn independently per
+    cell average out and put nearly every network near the median latency."""
+    ws = sorted(widths)
+    return [tuple(ws[i:i + 2]) for i in range(max(1, len(ws) - 1))]
 
 
 def _down_positions(rng: np.random.Generator, n_cells: int, downs: int) -> set[int]:

@@ -45,6 +45,14 @@ class ValidationReport:
     within_10: float  # share of networks predicted within ±10%, in percent
     build_predicted_ms: tuple[float, ...] = ()  # with the table's build-time correction, when refitted
     correction: dict[str, float] | None = None  # the correction behind `predicted_ms`
+    halves_ms: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # medians of the first / second half of rounds
+
+    @property
+    def repeat_tau(self) -> float:
+        """Kendall τ between the two halves of the measurement: how well the machine agrees with itself, a
+        ceiling for any table's τ against it (nan with fewer than two rounds)."""
+        first, second = self.halves_ms
+        return kendall_tau(first, second) if first else float("nan")
 
     @property
     def build_mape(self) -> float:
@@ -58,9 +66,14 @@ class ValidationReport:
         build = self.build_predicted_ms or (float("nan"),) * len(self.measured_ms)
         return [
             {"network": i, "predicted_ms": p, "measured_ms": m, "raw_sum_ms": r, "error_pct": 100 * (p - m) / m,
-             "predicted_build_correction_ms": b}
-            for i, (p, m, r, b) in enumerate(zip(self.predicted_ms, self.measured_ms, self.raw_ms, build))
+             "predicted_build_correction_ms": b, "measured_first_half_ms": h1, "measured_second_half_ms": h2}
+            for i, (p, m, r, b, h1, h2) in enumerate(zip(self.predicted_ms, self.measured_ms, self.raw_ms, build,
+                                                         *self._halves()))
         ]
+
+    def _halves(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        nan = (float("nan"),) * len(self.measured_ms)
+        return self.halves_ms if self.halves_ms[0] else (nan, nan)
 
     def summary(self) -> str:
         text = (f"{len(self.measured_ms)} networks: Kendall tau {self.kendall_tau:.3f}, Pearson r {self.pearson_r:.3f}, "
@@ -68,7 +81,16 @@ class ValidationReport:
         if self.build_predicted_ms:
             text += (f" (fresh correction; with the build-time one: MAPE {self.build_mape:.1f}%, within ±10%: "
                      f"{self.build_within_10:.0f}%)")
+        if self.halves_ms[0]:
+            text += (f"; the measurement against itself (first vs second half of the rounds): Kendall tau "
+                     f"{self.repeat_tau:.3f}, median difference {self.repeat_diff:.1f}%")
         return text
+
+    @property
+    def repeat_diff(self) -> float:
+        """Median |first / second − 1| of the two halves of the measurement, in percent."""
+        first, second = (np.asarray(h) for h in self.halves_ms)
+        return float(100 * np.median(np.abs(first / second - 1))) if first.size else float("nan")
 
 
 def _mape(pred: tuple[float, ...] | list[float], meas: tuple[float, ...] | list[float]) -> float:
@@ -113,14 +135,12 @@ def calibration_seed(cfg: LatencyConfig) -> int:
 
 def random_networks(spec: SpaceSpec, n: int, seed: int, stem_width: float, head_width: float) -> list[Architecture]:
     """`n` random derived architectures (seeded), both kinds of branch pairs and upsamplers, spread over the
-    space's latency range: network k draws its cell widths from a window of two adjacent widths, the windows
-    taken in turn (narrowest to widest). Widths drawn independently per cell would average out, and every
-    network would land near the space's median latency (nn-Meter's test sets span their FLOPs range too)."""
-    from search_spaces.random_arch import random_architecture
+    space's latency range: network k draws its cell widths from :func:`width_windows` in turn (nn-Meter's test
+    sets span their FLOPs range too)."""
+    from search_spaces.random_arch import random_architecture, width_windows
 
     rng = np.random.default_rng(seed)
-    ws = sorted(spec.widths)
-    windows = [tuple(ws[i:i + 2]) for i in range(max(1, len(ws) - 1))]
+    windows = width_windows(spec.widths)
     return [random_architecture(spec, rng, stem_width=stem_width, head_width=head_width,
                                 widths=windows[k % len(windows)]) for k in range(n)]
 
@@ -143,11 +163,12 @@ def measure_networks(archs: list[Architecture], backend: LatencyBackend, input_s
     from search_spaces.builder import build_network
 
     nets = [build_network(arch, aux_heads=False).eval() for arch in archs]
-    return _time_networks(nets, backend, input_shape, rounds, repeats, progress)
+    return [float(np.median(s)) for s in _time_networks(nets, backend, input_shape, rounds, repeats, progress)]
 
 
 def _time_networks(nets: list[nn.Module], backend: LatencyBackend, input_shape: tuple[int, int, int, int],
-                   rounds: int, repeats: int, progress: bool) -> list[float]:
+                   rounds: int, repeats: int, progress: bool) -> list[list[float]]:
+    """Each network's time in each round, in the order of the rounds."""
     from tqdm import tqdm
 
     timed = [_Logits(net) for net in nets]
@@ -158,12 +179,13 @@ def _time_networks(nets: list[nn.Module], backend: LatencyBackend, input_shape: 
             samples[i].append(backend.measure(net, [input_shape], warmup=2 if r == 0 else 1, repeats=repeats))
             bar.update()
     bar.close()
-    return [float(np.median(s)) for s in samples]
+    return samples
 
 
 def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBackend,
-             input_shape: tuple[int, int, int, int], progress: bool, rounds: int) -> tuple[list[float], list[float]]:
-    """Table sum (a missing entry is refused before anything is timed) and measured latency of each network."""
+             input_shape: tuple[int, int, int, int], progress: bool,
+             rounds: int) -> tuple[list[float], list[list[float]]]:
+    """Table sum (a missing entry is refused before anything is timed) and each network's time per round."""
     import torch
 
     from search_spaces.builder import build_network
@@ -184,8 +206,8 @@ def _fit(raw: list[float], measured: list[float], n: int) -> dict[str, float]:
 def fit_correction(table: LatencyTable, archs: list[Architecture], backend: LatencyBackend,
                    input_shape: tuple[int, int, int, int], progress: bool = True, rounds: int = 12) -> dict[str, float]:
     """Least-squares `measured ≈ scale · raw + offset` over whole networks; stored in the table."""
-    raw, measured = _measure(archs, table, backend, input_shape, progress, rounds)
-    table.correction = _fit(raw, measured, len(archs))
+    raw, samples = _measure(archs, table, backend, input_shape, progress, rounds)
+    table.correction = _fit(raw, [float(np.median(s)) for s in samples], len(archs))
     return table.correction
 
 
@@ -196,9 +218,13 @@ def validate(table: LatencyTable, archs: list[Architecture], backend: LatencyBac
     networks (the ones the table's correction was fitted on), they are timed in the same rounds and a fresh
     correction is fitted on them; the build-time correction's predictions are reported beside."""
     calibration = list(calibration)
-    raw_all, measured = _measure([*calibration, *archs], table, backend, input_shape, progress, rounds)
+    raw_all, samples = _measure([*calibration, *archs], table, backend, input_shape, progress, rounds)
+    measured = [float(np.median(s)) for s in samples]
     n_cal = len(calibration)
     raw, meas = raw_all[n_cal:], measured[n_cal:]
+    half = len(samples[0]) // 2
+    halves = tuple(tuple(float(np.median(s[part])) for s in samples[n_cal:])
+                   for part in (slice(0, half), slice(half, None))) if half else ((), ())
     build = [table.corrected(r) for r in raw]
     corr = _fit(raw_all[:n_cal], measured[:n_cal], n_cal) if n_cal >= 2 else table.correction
     pred = [apply_correction(corr, r) for r in raw]
@@ -208,7 +234,7 @@ def validate(table: LatencyTable, archs: list[Architecture], backend: LatencyBac
         kendall_tau=kendall_tau(pred, meas),
         pearson_r=float(np.corrcoef(p, m)[0, 1]) if len(p) > 1 else float("nan"),
         mape=_mape(pred, meas), within_10=_within(pred, meas, 0.10),
-        build_predicted_ms=tuple(build) if n_cal >= 2 else (), correction=corr,
+        build_predicted_ms=tuple(build) if n_cal >= 2 else (), correction=corr, halves_ms=halves,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -278,17 +279,17 @@ class SearchJob:
         val_loader = dist.shard_loader(build_loader(cfg.data, "val", shuffle=False, dataset=self.val))
         max_b = cfg.search.val_batches or None
         archs: dict[str, Architecture] = {}
+        meta = {"source_run": str(self.run.path), "epoch": epoch, "config_hash": config_hash(cfg)}
         for s in self.sets:
             arch = derive(self.net, s, branches=cfg.space.branches)
-            meta = {"source_run": str(self.run.path), "epoch": epoch, "config_hash": config_hash(cfg)}
-            if s == "student":
-                meta["distill"] = cfg.search.distill
-            archs[s] = arch.with_meta(**meta)
+            archs[s] = arch.with_meta(**meta, **({"distill": cfg.search.distill} if s == "student" else {}))
             scores = evaluate(_Argmax(self.net, s), val_loader, self.info.num_classes, self.device,
                               max_batches=max_b, combine=dist.sum_confusion)
             row[f"val_miou_{s}"] = scores.miou
-        student, self.latency_weight = finish_student(cfg, archs["student"], self.table, self.latency_weight,
-                                                      epoch, row, self.device)
+        student, self.latency_weight = finish_student(
+            cfg, archs["student"], self.table, self.latency_weight, epoch, row, self.device,
+            rederive=lambda cost, budget: derive(self.net, "student", branches=cfg.space.branches, cost=cost,
+                                                 budget_ms=budget).with_meta(**meta, distill=cfg.search.distill))
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values())) if isinstance(at_min, dict) else int(bool(at_min))
         archs["student"] = student
@@ -357,29 +358,48 @@ class SearchJob:
 
 
 def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, latency_weight: float, epoch: int,
-                   row: dict[str, Any], device: torch.device) -> tuple[Architecture, float]:
+                   row: dict[str, Any], device: torch.device,
+                   rederive: Callable[[Callable[[Architecture], float], float], Architecture] | None = None,
+                   ) -> tuple[Architecture, float]:
     """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
-    weight adapted to it (doubled above the target, halved below 85% of it, after the warm-up); shared by every
-    search back-end so that all of them derive and price alike. Writes ``table_latency_ms`` into `row`."""
+    weight adapted to the most probable one (doubled above the target, halved below 85% of it, after the
+    warm-up); shared by every search back-end so that all of them derive and price alike. Writes ``table_latency_ms`` into `row`. Above
+    the target, with ``search.fit_target`` and a back-end that can re-derive (`rederive(cost, budget)`), the
+    student is derived again within the target (:func:`search_spaces.derive.derive_within_budget`);
+    ``table_latency_ms_most_probable`` keeps the latency before that."""
     sc = cfg.search
-    if sc.distill != "none":
-        distill: dict[str, Any] = {"mode": sc.distill}
-        if sc.distill == "tutor":
-            distill["tutor_path"] = sc.tutor_path
-        student = replace(student, distill=distill)
+    shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+
+    def price(arch: Architecture) -> float:
+        return table.predict_model(build_network(arch, aux_heads=False).to(device), shape)
+
     if table is None:
-        return student, latency_weight
-    net = build_network(student, aux_heads=False).to(device)
-    lat = table.predict_model(net, (cfg.latency.batch, 3, *cfg.latency.input_hw))
+        return _with_distill(sc, student), latency_weight
+    lat = most_probable = price(student)
+    row["table_latency_ms_most_probable"] = most_probable
+    if rederive is not None and sc.fit_target and sc.latency_target_ms > 0 and lat > sc.latency_target_ms:
+        student = rederive(price, sc.latency_target_ms)
+        lat = price(student)
+    student = _with_distill(sc, student)
     row["table_latency_ms"] = lat
     student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=sc.latency_target_ms,
                                 latency_table=str(table.path))
-    if sc.latency_adapt and epoch >= sc.warmup_epochs:
-        if lat > sc.latency_target_ms:
+    if sc.latency_adapt and epoch >= sc.warmup_epochs:  # the supernet's own choice, not the fitted one
+        if most_probable > sc.latency_target_ms:
             latency_weight *= 2.0
-        elif lat < 0.85 * sc.latency_target_ms:
+        elif most_probable < 0.85 * sc.latency_target_ms:
             latency_weight = max(latency_weight / 2.0, 1e-3)
     return student, latency_weight
+
+
+def _with_distill(sc: Any, student: Architecture) -> Architecture:
+    """`student` with the retraining distillation the search was run for recorded."""
+    if sc.distill == "none":
+        return student
+    distill: dict[str, Any] = {"mode": sc.distill}
+    if sc.distill == "tutor":
+        distill["tutor_path"] = sc.tutor_path
+    return replace(student, distill=distill)
 
 
 def _check_finite(loss: torch.Tensor, what: str, epoch: int, ckpt: Path) -> None:

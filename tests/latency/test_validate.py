@@ -168,6 +168,37 @@ def test_fresh_correction_measures_the_table_and_the_build_time_one_the_drift():
     assert "build-time" in report.summary()
     rows = pd.DataFrame(report.rows())
     assert {"predicted_ms", "measured_ms", "raw_sum_ms", "error_pct", "predicted_build_correction_ms"} <= set(rows)
+    assert report.repeat_tau == pytest.approx(1.0) and report.repeat_diff == pytest.approx(0.0)
+
+
+class MoodyClock(NetworkClock):
+    """A NetworkClock whose later rounds slow every other network down by 30%: the machine disagrees with
+    itself, and no table could rank the networks better than the two halves rank each other."""
+
+    def __init__(self, table: LatencyTable, per_round: int, rounds: int):
+        super().__init__(table, slowdown=1.0)
+        self.per_round, self.rounds = per_round, rounds
+
+    def measure(self, module, shapes, warmup=None, repeats=None):
+        i, r = self.calls % self.per_round, self.calls // self.per_round
+        t = super().measure(module, shapes, warmup, repeats)
+        return t * (1.3 if r >= self.rounds // 2 and i % 2 else 1.0)
+
+
+def test_validation_reports_how_well_the_measurement_agrees_with_itself():
+    table = _priced_table(slowdown_at_build=1.2)
+    archs = random_networks(SPEC, 8, seed=1, stem_width=0.5, head_width=0.5)
+    report = validate(table, archs, MoodyClock(table, per_round=8, rounds=4), (1, 3, *HW), progress=False, rounds=4)
+    first, second = (np.asarray(h) for h in report.halves_ms)
+    expected = 1.2 * np.asarray(report.raw_ms)
+    np.testing.assert_allclose(first, expected)
+    np.testing.assert_allclose(second, expected * np.where(np.arange(8) % 2, 1.3, 1.0))
+    np.testing.assert_allclose(report.measured_ms, expected * np.where(np.arange(8) % 2, 1.15, 1.0))
+    assert report.repeat_tau == pytest.approx(kendall_tau(list(first), list(second))) and report.repeat_tau < 1
+    assert report.repeat_diff == pytest.approx(100 * 0.5 * (1 - 1 / 1.3))  # half the networks 0%, half 23%
+    assert "against itself" in report.summary()
+    rows = pd.DataFrame(report.rows())
+    np.testing.assert_allclose(rows["measured_second_half_ms"], second)
 
 
 def test_validation_networks_span_the_latency_range():

@@ -147,3 +147,57 @@ def test_derive_is_deterministic_and_rejects_unknown_pairs():
     assert derive(net).to_dict() == derive(net).to_dict()
     with pytest.raises(ValueError, match="branches"):
         derive(net, branches="16,8")
+
+
+OP_COST = {"skip": 0.0, "conv": 1.0, "conv_2x": 2.0, "zoomed_conv": 0.5, "zoomed_conv_2x": 1.0}
+
+
+def _cost(arch: Architecture) -> float:
+    """A stand-in for a latency table: per cell op cost × width × 8/scale, plus 1 per PixelShuffle upsampler."""
+    cells = {(i, c) for b in arch.branches for i, c in enumerate(b.cells)}  # a shared prefix is paid once
+    ups = [u for b in arch.branches for u in b.upsample] + [arch.final_upsample]
+    return sum(OP_COST[c.op] * c.width * 8 / c.scale for _, c in cells) + sum(u == "pixel_shuffle" for u in ups)
+
+
+def test_budgeted_derivation_keeps_the_routes_and_fits_the_budget():
+    from search_spaces.derive import derive_within_budget
+
+    net = _net("tiny", layers=6)
+    _randomise(net, 5)
+    with torch.no_grad():
+        probs = net.arch_probs("student")
+    kwargs = {"stem_width": net.stem_width["student"], "head_width": net.head_width["student"]}
+    free = derive(net, "student")
+    assert derive_within_budget(net.spec, probs, _cost, _cost(free) + 1, **kwargs) == \
+        derive_within_budget(net.spec, probs, _cost, 1e9, **kwargs)  # within budget: untouched, no record
+    budget = 0.6 * _cost(free)
+    fitted = derive_within_budget(net.spec, probs, _cost, budget, **kwargs)
+    assert _cost(fitted) <= budget and fitted.meta["budget"]["met"]
+    assert fitted.meta["budget"]["most_probable_ms"] == pytest.approx(_cost(free))
+    # the same routes: a cell turned skip may leave as depth, but the scales are visited alike
+    assert [sorted(set(_route_of(b))) for b in fitted.branches] == [sorted(set(_route_of(b))) for b in free.branches]
+    assert [b.cells[-1].scale for b in fitted.branches] == [b.cells[-1].scale for b in free.branches]
+    assert fitted.meta["budget"]["moves"] >= 1 and fitted.meta["budget"]["log_prob_given_up"] >= 0
+    floor = derive_within_budget(net.spec, probs, _cost, 0.0, **kwargs)
+    assert not floor.meta["budget"]["met"] and _cost(floor) < _cost(fitted)
+    for b in floor.branches:  # every cell at its cheapest: skip (free at any width) or the narrowest zoomed_conv
+        assert all(c.op in ("skip", "zoomed_conv") for c in b.cells)
+        assert all(c.width == 0.5 for c in b.cells[:-1] if c.op != "skip")  # the last cell has the head's width
+
+
+def test_budgeted_derivation_gives_up_the_least_confident_choice_first():
+    from search_spaces.derive import derive_within_budget
+
+    net = _net("tiny", layers=6)
+    _set_alpha(net, "student", [-BIG, 0.0, BIG, -BIG, -BIG])  # every cell confidently conv_2x
+    with torch.no_grad():
+        probs = net.arch_probs("student")
+    free = derive(net, "student")
+    node = next(iter(probs["alpha"]))  # except the stem-side node (0, 0): conv_2x or conv, nearly a toss-up
+    probs["alpha"][node] = torch.tensor([0.0, 0.49, 0.51, 0.0, 0.0])
+    fitted = derive_within_budget(net.spec, probs, _cost, _cost(free) - 0.5, stem_width=net.stem_width["student"],
+                                  head_width=net.head_width["student"])
+    assert fitted.meta["budget"]["moves"] == 1
+    assert fitted.branches[0].cells[0].op == "conv" and fitted.meta["budget"]["met"]
+    for fit_b, free_b in zip(fitted.branches, free.branches):  # (0, 0) starts both branches; nothing else moved
+        assert fit_b.cells[0].op == "conv" and fit_b.cells[1:] == free_b.cells[1:]
