@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces.arch import Architecture, SpaceSpec
-from search_spaces.derive import derive_from_probs
+from search_spaces.derive import derive_from_probs, derive_within_budget
 from search_spaces.upsample import UPSAMPLERS
 
 __all__ = ["LabelLayout", "probs_from_logits", "one_hot_logits", "architecture_from_choice"]
@@ -84,12 +84,14 @@ def one_hot_logits(layout: LabelLayout, sample: Mapping[str, Any]) -> dict[str, 
 
 def architecture_from_choice(layout: LabelLayout, sample: Mapping[str, Any], stem_width: float, head_width: float,
                              probs: Mapping[str, torch.Tensor] | None = None, min_depth_rule: bool = True,
-                             meta: dict[str, Any] | None = None) -> Architecture:
+                             meta: dict[str, Any] | None = None, cost: Callable[[Architecture], float] | None = None,
+                             budget_ms: float | None = None) -> Architecture:
     """NNI's exported `sample` (label → chosen name) as our architecture, derived by our rules.
 
     Paths follow the sample exactly (one-hot β); operators, widths and upsamplers are the sample's. `probs`
     (label → probabilities, e.g. NNI's softmax of its α) only ranks the skips that the depth rules keep, so
-    the choices must be their argmax; without it every choice counts as certain.
+    the choices must be their argmax; without it every choice counts as certain. With `cost` and `budget_ms`
+    the result is kept within the budget as the native search keeps its own (:func:`derive_within_budget`).
     """
     missing = [lab for lab in layout.labels() if lab not in sample]
     if missing:
@@ -105,6 +107,10 @@ def architecture_from_choice(layout: LabelLayout, sample: Mapping[str, Any], ste
         soft[label] = onehot if p is None else p
     arch_probs = probs_from_logits(layout, soft, normalise=lambda t: t)
     branches = f"{layout.main_branches[0]},{layout.main_branches[1]}"
-    arch = derive_from_probs(layout.spec, arch_probs, branches=branches, min_depth_rule=min_depth_rule,
-                             stem_width=stem_width, head_width=head_width, kind="student")
+    kwargs = {"branches": branches, "min_depth_rule": min_depth_rule, "stem_width": stem_width,
+              "head_width": head_width, "kind": "student"}
+    if cost is not None and budget_ms is not None:
+        arch = derive_within_budget(layout.spec, arch_probs, cost, budget_ms, **kwargs)
+    else:
+        arch = derive_from_probs(layout.spec, arch_probs, **kwargs)
     return arch.with_meta(**(meta or {}))
