@@ -363,10 +363,11 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
                    ) -> tuple[Architecture, float]:
     """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
     weight adapted to the most probable one (doubled above the target, halved below 85% of it, after the
-    warm-up); shared by every search back-end so that all of them derive and price alike. Writes ``table_latency_ms`` into `row`. Above
-    the target, with ``search.fit_target`` and a back-end that can re-derive (`rederive(cost, budget)`), the
-    student is derived again within the target (:func:`search_spaces.derive.derive_within_budget`);
-    ``table_latency_ms_most_probable`` keeps the latency before that."""
+    warm-up); shared by every search back-end so that all of them derive and price alike. Writes
+    ``table_latency_ms`` into `row`. Above the target, with ``search.fit_target`` and a back-end that can
+    re-derive (`rederive(cost, budget)`), the student is derived again within the target
+    (:func:`search_spaces.derive.derive_within_budget`); ``table_latency_ms_most_probable`` keeps the latency
+    before that."""
     sc = cfg.search
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
 
