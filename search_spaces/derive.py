@@ -199,11 +199,6 @@ def derive_from_probs(sp: SpaceSpec, probs: dict[str, Any], branches: str = "aut
     )
 
 
-def _clone_probs(probs: dict[str, Any]) -> dict[str, Any]:
-    return {k: ({kk: v.detach().clone() for kk, v in d.items()} if isinstance(d, dict) else d.detach().clone())
-            for k, d in probs.items()}
-
-
 def _forced(vec: torch.Tensor, choice: int) -> torch.Tensor:
     """`vec` with `choice` made its argmax (the other entries keep their order for the skip rules)."""
     out = vec.clone()
@@ -268,7 +263,7 @@ def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[A
     start = spent = price(arch)
     if spent <= budget_ms:
         return arch
-    work, moves, lost = _clone_probs(probs), 0, 0.0
+    work, moves, lost = dict(probs), 0, 0.0  # trials replace entries (a forced copy), never edit them in place
     kind = derive_kwargs.get("kind", "student")
     while spent > budget_ms and moves < max_moves:
         best: tuple[tuple[float, float], dict[str, Any], Architecture, float, float] | None = None

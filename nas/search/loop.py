@@ -380,7 +380,7 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
     row["table_latency_ms_most_probable"] = most_probable
     if rederive is not None and sc.fit_target and sc.latency_target_ms > 0 and lat > sc.latency_target_ms:
         student = rederive(price, sc.latency_target_ms)
-        lat = price(student)
+        lat = float(student.meta["budget"]["ms"])  # priced by the fit already
     student = _with_distill(sc, student)
     row["table_latency_ms"] = lat
     student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=sc.latency_target_ms,
