@@ -28,7 +28,7 @@ from nas.latency.table import LatencyTable, apply_correction
 from nas.latency.units import record_unit_calls
 from search_spaces.arch import Architecture, SpaceSpec
 
-__all__ = ["ValidationReport", "kendall_tau", "calibration_seed", "random_networks", "measure_networks",
+__all__ = ["ValidationReport", "kendall_tau", "kendall_tau_interval", "calibration_seed", "random_networks", "measure_networks",
            "fit_correction", "validate", "plot_scatter"]
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,12 @@ class ValidationReport:
     build_predicted_ms: tuple[float, ...] = ()  # with the table's build-time correction, when refitted
     correction: dict[str, float] | None = None  # the correction behind `predicted_ms`
     halves_ms: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # medians of the first / second half of rounds
+
+    @property
+    def tau_interval(self) -> tuple[float, float]:
+        """95% bootstrap interval of `kendall_tau` over the networks: how far another draw of as many random
+        networks could move it (±0.05 at 30 networks), which decides whether a goal is met or merely touched."""
+        return kendall_tau_interval(self.predicted_ms, self.measured_ms)
 
     @property
     def repeat_tau(self) -> float:
@@ -76,8 +82,10 @@ class ValidationReport:
         return self.halves_ms if self.halves_ms[0] else (nan, nan)
 
     def summary(self) -> str:
-        text = (f"{len(self.measured_ms)} networks: Kendall tau {self.kendall_tau:.3f}, Pearson r {self.pearson_r:.3f}, "
-                f"MAPE {self.mape:.1f}%, within ±10%: {self.within_10:.0f}%")
+        lo, hi = self.tau_interval
+        text = (f"{len(self.measured_ms)} networks: Kendall tau {self.kendall_tau:.3f} (95% bootstrap interval "
+                f"{lo:.2f}–{hi:.2f}), Pearson r {self.pearson_r:.3f}, MAPE {self.mape:.1f}%, within ±10%: "
+                f"{self.within_10:.0f}%")
         if self.build_predicted_ms:
             text += (f" (fresh correction; with the build-time one: MAPE {self.build_mape:.1f}%, within ±10%: "
                      f"{self.build_within_10:.0f}%)")
@@ -126,6 +134,24 @@ def kendall_tau(x: list[float] | tuple[float, ...], y: list[float] | tuple[float
                 disc += 1
     denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
     return (conc - disc) / denom if denom else float("nan")
+
+
+def kendall_tau_interval(x: list[float] | tuple[float, ...], y: list[float] | tuple[float, ...],
+                         level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Kendall's τ-b, resampling the pairs (x_i, y_i) with replacement
+    (seeded, so a report is reproducible); (nan, nan) with fewer than three pairs."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(xs)
+    if n < 3:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    sx = np.sign(xs[idx][:, :, None] - xs[idx][:, None, :])
+    sy = np.sign(ys[idx][:, :, None] - ys[idx][:, None, :])
+    s = (sx * sy).sum(axis=(1, 2))  # each unordered pair twice, as are the counts below
+    denom = np.sqrt((sx != 0).sum(axis=(1, 2)) * (sy != 0).sum(axis=(1, 2)).astype(float))
+    taus = np.divide(s, denom, out=np.full(n_boot, np.nan), where=denom > 0)
+    lo, hi = np.nanpercentile(taus, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def calibration_seed(cfg: LatencyConfig) -> int:

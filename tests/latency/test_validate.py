@@ -14,7 +14,7 @@ import torch
 from nas.latency.measure import SpeedReference, TorchBackend
 from nas.latency.table import LatencyTable, build_table
 from nas.latency.units import enumerate_units
-from nas.latency.validate import kendall_tau, random_networks, validate
+from nas.latency.validate import kendall_tau, kendall_tau_interval, random_networks, validate
 from search_spaces.arch import SpaceSpec
 from search_spaces.builder import build_network
 
@@ -196,9 +196,23 @@ def test_validation_reports_how_well_the_measurement_agrees_with_itself():
     np.testing.assert_allclose(report.measured_ms, expected * np.where(np.arange(8) % 2, 1.15, 1.0))
     assert report.repeat_tau == pytest.approx(kendall_tau(list(first), list(second))) and report.repeat_tau < 1
     assert report.repeat_diff == pytest.approx(100 * 0.5 * (1 - 1 / 1.3))  # half the networks 0%, half 23%
-    assert "against itself" in report.summary()
+    assert "against itself" in report.summary() and "bootstrap interval" in report.summary()
     rows = pd.DataFrame(report.rows())
     np.testing.assert_allclose(rows["measured_second_half_ms"], second)
+
+
+def test_tau_interval_is_the_bootstrap_of_kendall_tau():
+    rng = np.random.default_rng(3)
+    x = np.linspace(40, 80, 30)
+    y = x * (1 + 0.05 * rng.standard_normal(30))
+    idx = np.random.default_rng(7).integers(0, 30, size=(1, 30))[0]  # the one resample n_boot=1 draws
+    one = kendall_tau(list(x[idx]), list(y[idx]))  # ties from repeated networks count as in τ-b
+    assert kendall_tau_interval(x, y, n_boot=1, seed=7) == pytest.approx((one, one))
+    lo, hi = kendall_tau_interval(x, y)
+    assert lo < kendall_tau(list(x), list(y)) < hi and hi - lo < 0.2
+    assert kendall_tau_interval(x, y) == (lo, hi)  # seeded
+    assert kendall_tau_interval(x, 2 * x) == (1.0, 1.0)
+    assert all(np.isnan(kendall_tau_interval([1.0, 2.0], [1.0, 2.0])))
 
 
 def test_validation_networks_span_the_latency_range():
@@ -268,3 +282,4 @@ def test_onnxruntime_exports_a_network_once_for_many_rounds(monkeypatch):
         assert backend.measure(net, [(1, 3, 16, 16)]) > 0
     backend.measure(net, [(1, 3, 8, 8)])
     assert len(exports) == 2  # once per input shape, not once per round
+
