@@ -35,7 +35,6 @@ def similar_random_architectures(searched: Any, target: float, table: Any, input
     of the space's latency range still has random neighbours (uniform widths land near the median)."""
     import numpy as np
 
-    from search_spaces.builder import build_network
     from search_spaces.random_arch import random_architecture, width_windows
 
     ends = tuple(b.cells[-1].scale for b in searched.branches)
@@ -45,7 +44,7 @@ def similar_random_architectures(searched: Any, target: float, table: Any, input
     for draw in range(max_draws):
         arch = random_architecture(searched.space, rng, branches=ends, stem_width=searched.stem_width,
                                    head_width=searched.head_width, widths=windows[draw % len(windows)])
-        lat = table.predict_model(build_network(arch, aux_heads=False), input_shape)
+        lat = table.predict_architecture(arch, input_shape)
         if abs(lat / target - 1) <= tolerance:
             found.append((arch.with_meta(source="bench_search_quality random", draw=draw, predicted_latency_ms=lat),
                           lat))
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     from nas.search import run_search
     from nas.train import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
-    from search_spaces.builder import build_network
 
     cfg = load_config(args.config, args.set)
     torch.set_num_threads(max(cfg.run.threads, 1))
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     searched = load_architecture(arch_path)
     table = LatencyTable.load(searched.meta["latency_table"])
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-    searched_lat = table.predict_model(build_network(searched, aux_heads=False), shape)
+    searched_lat = table.predict_architecture(searched, shape)
     randoms = similar_random_architectures(searched, searched_lat, table, shape, args.randoms, args.tolerance,
                                            args.draw_seed)
 

@@ -27,7 +27,8 @@ from nas import __version__
 from nas.errors import UserError
 from nas.io import atomic_write_json, read_json
 from nas.latency.measure import LatencyBackend
-from nas.latency.units import Unit, record_unit_calls
+from nas.latency.units import Unit, architecture_unit_keys, record_unit_calls
+from search_spaces.arch import Architecture
 
 __all__ = ["LatencyTable", "TableMismatch", "apply_correction", "build_table", "cache_key", "TABLE_VERSION"]
 
@@ -111,6 +112,18 @@ class LatencyTable:
         """Predicted latency (ms) of a built network: the sum of its units' entries, then the correction."""
         device = next(model.parameters()).device
         keys = record_unit_calls(model, torch.zeros(input_shape, device=device))
+        raw = self.sum_ms(keys)
+        return self.corrected(raw) if corrected else raw
+
+    def predict_architecture(self, arch: Architecture, input_shape: tuple[int, ...], corrected: bool = True) -> float:
+        """Predicted latency (ms) of `arch`'s deployable network at `input_shape` (B, 3, H, W), priced from its
+        plan without building it (a forward pass when the size needs one, see
+        :func:`nas.latency.units.architecture_unit_keys`)."""
+        keys = architecture_unit_keys(arch, (int(input_shape[-2]), int(input_shape[-1])))
+        if keys is None:
+            from search_spaces.builder import build_network
+
+            return self.predict_model(build_network(arch, aux_heads=False), input_shape, corrected)
         raw = self.sum_ms(keys)
         return self.corrected(raw) if corrected else raw
 

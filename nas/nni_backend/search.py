@@ -287,7 +287,7 @@ class NniSearchJob:
         row["val_miou_student"] = evaluate(frozen, val_loader, self.info.num_classes, self.device,
                                            max_batches=cfg.search.val_batches or None).miou
         student, self.latency_weight = finish_student(
-            cfg, student, self.table, self.latency_weight, epoch, row, self.device,
+            cfg, student, self.table, self.latency_weight, epoch, row,
             rederive=lambda cost, budget: architecture_from_choice(self.layout, self.sample, self.stem_width,
                                                                    self.head_width, probs=label_probs, meta=meta,
                                                                    cost=cost, budget_ms=budget))

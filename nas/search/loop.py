@@ -36,7 +36,6 @@ from nas.latency.cache import open_table
 from nas.optim import make_optimizer
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
-from search_spaces.builder import build_network
 from search_spaces.derive import derive
 from search_spaces.fasterseg import Supernet, create_supernet
 
@@ -287,7 +286,7 @@ class SearchJob:
                               max_batches=max_b, combine=dist.sum_confusion)
             row[f"val_miou_{s}"] = scores.miou
         student, self.latency_weight = finish_student(
-            cfg, archs["student"], self.table, self.latency_weight, epoch, row, self.device,
+            cfg, archs["student"], self.table, self.latency_weight, epoch, row,
             rederive=lambda cost, budget: derive(self.net, "student", branches=cfg.space.branches, cost=cost,
                                                  budget_ms=budget).with_meta(**meta, distill=cfg.search.distill))
         at_min = student.meta.get("at_min_depth", {})
@@ -358,7 +357,7 @@ class SearchJob:
 
 
 def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, latency_weight: float, epoch: int,
-                   row: dict[str, Any], device: torch.device,
+                   row: dict[str, Any],
                    rederive: Callable[[Callable[[Architecture], float], float], Architecture] | None = None,
                    ) -> tuple[Architecture, float]:
     """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
@@ -372,7 +371,7 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
 
     def price(arch: Architecture) -> float:
-        return table.predict_model(build_network(arch, aux_heads=False).to(device), shape)
+        return table.predict_architecture(arch, shape)
 
     if table is None:
         return _with_distill(sc, student), latency_weight

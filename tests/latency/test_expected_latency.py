@@ -10,7 +10,7 @@ import torch
 
 from nas.latency.expected import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.table import LatencyTable
-from nas.latency.units import enumerate_units, record_unit_calls
+from nas.latency.units import architecture_unit_keys, enumerate_units, record_unit_calls
 from search_spaces.arch import Architecture, Branch, Cell, SpaceSpec
 from search_spaces.builder import build_network
 from search_spaces.random_arch import random_architecture
@@ -156,3 +156,25 @@ def test_recorded_keys_of_random_networks_are_all_enumerated():
         arch = random_architecture(spec, rng, stem_width=width, head_width=width)
         recorded = record_unit_calls(build_network(arch, aux_heads=False), torch.zeros(1, 3, *HW))
         assert set(recorded) <= keys, set(recorded) - keys
+
+
+def test_keys_read_off_the_plan_are_those_a_forward_pass_records():
+    """What the latency fit prices candidates with must be exactly what the network runs: every unit, shared
+    prefixes once, both branch pairs, pixel-shuffle and bilinear fusions, student and teacher widths."""
+    spec = SpaceSpec(name="t2", layers=6, fch=4, ops=("skip", "conv", "conv_2x", "zoomed_conv", "zoomed_conv_2x"),
+                     widths=(0.5, 0.75, 1.0), num_classes=5)
+    rng = np.random.default_rng(1)
+    kinds = set()
+    for i in range(24):
+        width = (8 / 12, 1.0)[i % 2]
+        arch = random_architecture(spec, rng, stem_width=width, head_width=width)
+        recorded = record_unit_calls(build_network(arch, aux_heads=False), torch.zeros(1, 3, *HW))
+        planned = architecture_unit_keys(arch, HW)
+        assert sorted(planned) == sorted(recorded)
+        kinds |= {k.split(":")[0] for k in planned} | {tuple(b.cells[-1].scale for b in arch.branches)}
+    assert {"stem", "op", "fusion", "ffm", "head", "up", (32, 16), (32, 8)} <= kinds
+    table = LatencyTable(provenance={}, entries={k: float(len(k)) for k in recorded},
+                         correction={"scale": 1.1, "offset_ms": 0.5})
+    net = build_network(arch, aux_heads=False)
+    assert table.predict_architecture(arch, (1, 3, *HW)) == pytest.approx(table.predict_model(net, (1, 3, *HW)))
+    assert architecture_unit_keys(arch, (60, 128)) is None  # not a multiple of 1/32: sizes round in the network
