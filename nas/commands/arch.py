@@ -60,7 +60,7 @@ def _show(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.table)
         prov = table.provenance
         th, tw = prov.get("input_hw", (h, w))
-        ms = table.predict_model(net.eval(), (int(prov.get("batch", 1)), 3, int(th), int(tw)))
+        ms = table.predict_architecture(arch, (int(prov.get("batch", 1)), 3, int(th), int(tw)))
         print(f"predicted latency @ {prov.get('batch', 1)}x3x{th}x{tw}: {ms:.2f} ms "
               f"({prov.get('backend')}, {prov.get('device')}, {prov.get('threads')} threads)")
     return 0

@@ -111,9 +111,7 @@ class LatencyTable:
     def predict_model(self, model: nn.Module, input_shape: tuple[int, ...], corrected: bool = True) -> float:
         """Predicted latency (ms) of a built network: the sum of its units' entries, then the correction."""
         device = next(model.parameters()).device
-        keys = record_unit_calls(model, torch.zeros(input_shape, device=device))
-        raw = self.sum_ms(keys)
-        return self.corrected(raw) if corrected else raw
+        return self._price(record_unit_calls(model, torch.zeros(input_shape, device=device)), corrected)
 
     def predict_architecture(self, arch: Architecture, input_shape: tuple[int, ...], corrected: bool = True) -> float:
         """Predicted latency (ms) of `arch`'s deployable network at `input_shape` (B, 3, H, W), priced from its
@@ -124,6 +122,9 @@ class LatencyTable:
             from search_spaces.builder import build_network
 
             return self.predict_model(build_network(arch, aux_heads=False), input_shape, corrected)
+        return self._price(keys, corrected)
+
+    def _price(self, keys: Iterable[str], corrected: bool) -> float:
         raw = self.sum_ms(keys)
         return self.corrected(raw) if corrected else raw
 

@@ -25,7 +25,6 @@ from torch import nn
 from nas.config import LatencyConfig
 from nas.latency.measure import LatencyBackend
 from nas.latency.table import LatencyTable, apply_correction
-from nas.latency.units import record_unit_calls
 from search_spaces.arch import Architecture, SpaceSpec
 
 __all__ = ["ValidationReport", "kendall_tau", "kendall_tau_interval", "calibration_seed", "random_networks", "measure_networks",
@@ -212,12 +211,10 @@ def _measure(archs: list[Architecture], table: LatencyTable, backend: LatencyBac
              input_shape: tuple[int, int, int, int], progress: bool,
              rounds: int) -> tuple[list[float], list[list[float]]]:
     """Table sum (a missing entry is refused before anything is timed) and each network's time per round."""
-    import torch
-
     from search_spaces.builder import build_network
 
+    raw = [table.predict_architecture(a, input_shape, corrected=False) for a in archs]
     nets = [build_network(a, aux_heads=False).eval() for a in archs]
-    raw = [table.sum_ms(record_unit_calls(n, torch.zeros(input_shape))) for n in nets]
     return raw, _time_networks(nets, backend, input_shape, rounds, 3, progress)
 
 

@@ -282,4 +282,3 @@ def test_onnxruntime_exports_a_network_once_for_many_rounds(monkeypatch):
         assert backend.measure(net, [(1, 3, 16, 16)]) > 0
     backend.measure(net, [(1, 3, 8, 8)])
     assert len(exports) == 2  # once per input shape, not once per round
-
