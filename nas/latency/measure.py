@@ -36,6 +36,9 @@ __all__ = [
     "create_backend",
     "device_name",
     "median_ms",
+    "Clock",
+    "HostClock",
+    "CudaClock",
     "SpeedReference",
 ]
 
@@ -61,25 +64,61 @@ def device_name(device: torch.device) -> str:
     return f"{_cpu_name()} ({platform.machine()})"
 
 
-def median_ms(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None,
-              min_run_ms: float = 2.0) -> float:
-    """Median wall time of `fn` in ms. Calls shorter than `min_run_ms` are batched so the timer's own
-    resolution and the loop overhead do not dominate."""
+class Clock(Protocol):
+    """Times a stretch of work: `start()`, launch the calls, `stop()` returns the ms they took to finish."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> float: ...
+
+
+class HostClock:
+    """Wall time on the host (CPU work is synchronous)."""
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        return (time.perf_counter() - self._t0) * 1e3
+
+
+class CudaClock:
+    """CUDA events on the device's current stream, from an idle GPU: the window holds the host's launch time
+    as well as the kernels' (eager networks at small inputs are launch-bound), and `stop` waits for the end."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        torch.cuda.synchronize(self.device)  # nothing queued: the first kernel starts when it is launched
+        self._start.record(torch.cuda.current_stream(self.device))
+
+    def stop(self) -> float:
+        self._end.record(torch.cuda.current_stream(self.device))
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end))
+
+
+def median_ms(fn: Callable[[], Any], warmup: int, repeats: int, min_run_ms: float = 2.0,
+              clock: Clock | None = None) -> float:
+    """Median time of one call of `fn` in ms. Calls shorter than `min_run_ms` are run back to back in batches
+    timed as one, so the clock's own resolution and overhead (a CUDA synchronisation costs about as much as a
+    small kernel) stay out of the figure, as they stay out of a network that runs its units back to back."""
+    clock = clock or HostClock()
     for _ in range(warmup):
         fn()
-    sync()
-    t0 = time.perf_counter()
+    clock.start()
     fn()
-    sync()
-    single = (time.perf_counter() - t0) * 1e3
+    single = clock.stop()
     inner = max(1, int(min_run_ms / max(single, 1e-3)))
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        clock.start()
         for _ in range(inner):
             fn()
-        sync()
-        samples.append((time.perf_counter() - t0) * 1e3 / inner)
+        samples.append(clock.stop() / inner)
     return statistics.median(samples)
 
 
@@ -176,7 +215,7 @@ class LatencyBackend(Protocol):
 
 
 class TorchBackend:
-    """torch eager, inference mode; CUDA timing with events after synchronisation."""
+    """torch eager, inference mode; on CUDA timed with events (:class:`CudaClock`)."""
 
     name = "torch"
 
@@ -212,27 +251,11 @@ class TorchBackend:
         inputs = self._inputs(input_shapes)
         warmup = self.warmup if warmup is None else warmup
         repeats = self.repeats if repeats is None else repeats
+        clock = CudaClock(self.device) if self.device.type == "cuda" else None
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                self.last_raw_ms = self._measure_cuda(module, inputs, warmup, repeats)
-                return self.last_raw_ms
-            timed = lambda: median_ms(lambda: module(*inputs), warmup, repeats)  # noqa: E731
+            timed = lambda: median_ms(lambda: module(*inputs), warmup, repeats, clock=clock)  # noqa: E731
             ms, self.last_raw_ms = _timed(self.reference, timed)
             return ms
-
-    def _measure_cuda(self, module: nn.Module, inputs: list[torch.Tensor], warmup: int, repeats: int) -> float:
-        for _ in range(warmup):
-            module(*inputs)
-        torch.cuda.synchronize(self.device)
-        samples = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            module(*inputs)
-            end.record()
-            torch.cuda.synchronize(self.device)
-            samples.append(start.elapsed_time(end))
-        return statistics.median(samples)
 
     def provenance(self) -> dict[str, Any]:
         threads = torch.get_num_threads() if self.device.type == "cpu" else None

@@ -98,6 +98,52 @@ def test_median_ms_batches_fast_calls():
     assert ms >= 0 and len(calls) > 5
 
 
+class _ScriptedClock:
+    """Each call between start and stop takes 0.1 ms; the 7th timed batch is slow (an outlier)."""
+
+    def __init__(self, calls: list[int]):
+        self.calls, self.batches = calls, 0
+
+    def start(self) -> None:
+        self.mark = len(self.calls)
+
+    def stop(self) -> float:
+        self.batches += 1
+        return (len(self.calls) - self.mark) * 0.1 * (10 if self.batches == 7 else 1)
+
+
+def test_median_ms_reports_one_call_of_a_batch_timed_by_the_clock():
+    calls: list[int] = []
+    clock = _ScriptedClock(calls)
+    ms = median_ms(lambda: calls.append(1), warmup=2, repeats=9, min_run_ms=2.0, clock=clock)
+    assert ms == pytest.approx(0.1)  # per call, the outlier batch discarded by the median
+    assert clock.batches == 10 and len(calls) == 2 + 1 + 9 * 20  # warm-up, the sizing call, 9 batches of 20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_backend_agrees_with_synchronised_wall_time():
+    import time
+
+    from nas.latency.measure import TorchBackend
+
+    dev = torch.device("cuda")
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    backend = TorchBackend(dev, warmup=5, repeats=15)
+    ms = backend.measure(conv, [(4, 64, 256, 512)])
+    x = torch.randn(4, 64, 256, 512, device=dev)
+    conv = conv.to(dev)
+    with torch.inference_mode():
+        for _ in range(5):
+            conv(x)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            conv(x)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) * 1e3 / 50
+    assert 0.5 * wall < ms < 1.5 * wall
+
+
 def test_arch_show_prints_predicted_latency_from_a_table(tmp_path):
     import subprocess
     import sys
