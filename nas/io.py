@@ -189,6 +189,9 @@ class RunDir:
     def create(cls, cfg: Any, root: str | Path | None = None, name: str | None = None) -> RunDir:
         """Make the folder, save the resolved config and provenance, attach a log file; remove the temp files of
         a predecessor killed mid-write (SIGKILL skips the atomic writers' clean-up; the real files are intact)."""
+        from nas.device import device_provenance, resolve_device
+
+        device = device_provenance(resolve_device(cfg.run.device))  # a device that is not there: nothing made
         root = Path(root if root is not None else cfg.run.root)
         run = cls(root / (name if name is not None else cfg.run.name))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -202,6 +205,7 @@ class RunDir:
                 "torch_version": torch.__version__,
                 "config_hash": config_hash(cfg),
                 "seed": cfg.run.seed,
+                **device,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )

@@ -70,3 +70,19 @@ def test_run_dir_saves_resolved_config(tmp_path):
     assert (tmp_path / "r1" / "config.yaml").is_file()
     assert "batch_size: 5" in (tmp_path / "r1" / "config.yaml").read_text()
     assert read_json(run.file("provenance.json"))["seed"] == 0
+
+
+def test_run_dir_records_the_device_it_resolved(tmp_path):
+    cfg = apply_overrides(ExperimentConfig(), [f"run.root={tmp_path}", "run.name=r2", "run.device=auto"])
+    prov = read_json(RunDir.create(cfg).file("provenance.json"))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert prov["device"] == expected and prov["device_name"]
+    assert ("cuda" in prov) == (expected == "cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_run_dir_on_a_missing_device_makes_nothing(tmp_path):
+    cfg = apply_overrides(ExperimentConfig(), [f"run.root={tmp_path}", "run.name=r3", "run.device=cuda"])
+    with pytest.raises(UserError, match="CUDA is not available"):
+        RunDir.create(cfg)
+    assert not (tmp_path / "r3").exists()

@@ -181,7 +181,7 @@ def _report(checkpoint: str, model: Any, info: dict[str, Any], hw: tuple[int, in
     import torch
 
     from nas.config import config_hash, to_dict
-    from nas.latency.measure import device_name
+    from nas.device import device_name
     from search_spaces.complexity import count_params
 
     ec = cfg.export

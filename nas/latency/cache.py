@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from nas.config import LatencyConfig
-from nas.device import resolve_device
+from nas.device import device_name, resolve_device
 from nas.errors import UserError
 from nas.io import atomic_write_json, read_json
-from nas.latency.measure import LatencyBackend, SpeedReference, create_backend, device_name
+from nas.latency.measure import LatencyBackend, SpeedReference, create_backend
 from nas.latency.table import LatencyTable, build_table, cache_key
 from nas.latency.units import enumerate_units
 from search_spaces.arch import SpaceSpec

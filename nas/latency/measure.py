@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import io
 import logging
-import platform
 import statistics
 import time
 import weakref
 from collections.abc import Callable
-from functools import cache
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from nas.device import device_name
 from nas.errors import UserError
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "OnnxRuntimeBackend",
     "BACKENDS",
     "create_backend",
-    "device_name",
     "median_ms",
     "Clock",
     "HostClock",
@@ -43,25 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@cache
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable identity of the device: the GPU's name or the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{_cpu_name()} ({platform.machine()})"
 
 
 class Clock(Protocol):
