@@ -45,8 +45,13 @@ pytestmark = pytest.mark.slow
 
 H, W = 64, 128
 LABEL_IDS = (7, 8, 11, 21, 23, 24, 26)  # road, sidewalk, building, vegetation, sky, person, car: never ignored
-WEIGHT_TOL = 0.01  # ‖distributed − single‖ / ‖single − initial‖ of the weights (measured: 7e-4)
-ARCH_TOL = 0.1  # the same for the architecture parameters (measured: 2e-2)
+# ‖distributed − single‖ / ‖single − initial‖. Weight steps alone (the warm-up) agree to rounding: measured 1.7e-4
+# (AMD EPYC). Once architecture steps run, Adam's first steps move every entry by about ±lr whatever its gradient's
+# size, so rounding noise in near-zero architecture gradients (the ranks sum in another order) moves some entries
+# by up to 2·lr, and the weights follow: measured 7e-4 / 2e-2 (weights / architecture) on an Intel Xeon, 3.5e-2 /
+# 4.3e-2 on an AMD EPYC. A real fault (gradients summed instead of averaged, not reduced at all) is of order 1.
+WEIGHT_TOL = 0.01
+SEARCH_TOL = 0.1
 
 
 def _free_port() -> int:
@@ -144,8 +149,10 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searches(work):
-    _ok(_single("search", *_flags(_search_sets(work, "single"))))
-    _ok(_torchrun("search", *_flags(_search_sets(work, "ddp"))))
+    for name, epochs in (("single", 1), ("single_warmup", 0)):
+        _ok(_single("search", *_flags(_search_sets(work, name, epochs=epochs))))
+    for name, epochs in (("ddp", 1), ("ddp_warmup", 0)):
+        _ok(_torchrun("search", *_flags(_search_sets(work, name, epochs=epochs))))
     return work / "runs"
 
 
@@ -174,12 +181,14 @@ def test_distributed_search_keeps_ranks_identical_and_rank0_writes_once(searches
 
 
 def test_distributed_search_equals_the_single_process_search(searches, work):
+    init = SearchJob(load_config(None, _search_sets(work, "init")), RunDir(work / "unused")).net.state_dict()
+    warm = [load_checkpoint(searches / name / "search.ckpt")["supernet"] for name in ("ddp_warmup", "single_warmup")]
+    assert _relative_error(*warm, init, lambda k: not k.startswith("arch.")) < WEIGHT_TOL
     single = load_checkpoint(searches / "single" / "search.ckpt")["supernet"]
     ddp = load_checkpoint(searches / "ddp" / "search.ckpt")["supernet"]
-    init = SearchJob(load_config(None, _search_sets(work, "init")), RunDir(work / "unused")).net.state_dict()
     assert single.keys() == ddp.keys() == init.keys()
-    assert _relative_error(ddp, single, init, lambda k: not k.startswith("arch.")) < WEIGHT_TOL
-    assert _relative_error(ddp, single, init, lambda k: k.startswith("arch.")) < ARCH_TOL
+    assert _relative_error(ddp, single, init, lambda k: not k.startswith("arch.")) < SEARCH_TOL
+    assert _relative_error(ddp, single, init, lambda k: k.startswith("arch.")) < SEARCH_TOL
     for k in single:  # BatchNorm running statistics (SyncBatchNorm: over the global batch)
         if "running_" in k:
             torch.testing.assert_close(ddp[k], single[k], rtol=1e-3, atol=1e-3)
