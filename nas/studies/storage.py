@@ -157,8 +157,9 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 def _create_rdb(url: str, engine: dict[str, Any], kwargs: dict[str, Any], path: Path | None) -> Any:
     """RDBStorage, whose first use creates the schema: workers starting together on a fresh database race
-    to create it (a duplicate `alembic_version` row), so a SQLite file is opened under a lock beside it and
-    a server's creation is retried once the other worker has finished."""
+    to create it (a duplicate `alembic_version` table or row), so they take turns: a SQLite file is opened under
+    a file lock beside it, a server's database under a lock of the server's own (:func:`_schema_lock`); a race
+    that still surfaces (another tool creating the tables) is retried."""
     import optuna
 
     if path is not None:
@@ -166,14 +167,43 @@ def _create_rdb(url: str, engine: dict[str, Any], kwargs: dict[str, Any], path: 
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+            with _schema_lock(url, engine):
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
         except Exception as exc:
-            racing = "IntegrityError" in type(exc).__name__ or "UniqueViolation" in str(exc)
+            text = f"{type(exc).__name__} {exc}"
+            racing = any(s in text for s in ("IntegrityError", "UniqueViolation", "DuplicateTable", "already exists"))
             if not racing or attempt == 4:
                 raise
             log.info("another worker is creating the study tables; retrying")
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+SCHEMA_LOCK_KEY = 0x6E61735F7374  # "nas_st": the PostgreSQL advisory lock workers take while creating the schema
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, engine: dict[str, Any]) -> Iterator[None]:
+    """Hold the server's lock for creating the study tables: a session-level advisory lock on PostgreSQL, a
+    named lock on MySQL; released (and the connection closed) after the block, or by the server if the worker
+    dies."""
+    import sqlalchemy
+
+    kind = _scheme(url)
+    take, give = {
+        "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
+        "mysql": ("SELECT GET_LOCK(CAST(:key AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:key AS CHAR))"),
+    }[kind]
+    eng = sqlalchemy.create_engine(url, **engine)
+    try:
+        with eng.connect() as conn:
+            conn.execute(sqlalchemy.text(take), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(give), {"key": SCHEMA_LOCK_KEY})
+    finally:
+        eng.dispose()
 
 
 def load_study(name: str, storage: Any, url: str = "") -> Any:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import optuna
@@ -130,3 +131,28 @@ def test_two_workers_share_a_postgresql_server(tmp_path, tiny_config, nas_cli, p
     assert (root / "artifacts").is_dir()  # a server has no file to sit beside: <study.root>/artifacts
     listing = nas_cli("study", "list", "--storage", postgres)
     assert listing.returncode == 0 and listing.stdout.splitlines()[1].split()[:3] == ["w_pg", "4", "4"]
+
+
+def test_workers_take_turns_creating_the_tables_on_a_server(postgres):
+    """Workers starting together on a fresh database once raced to create Optuna's tables (`relation
+    "alembic_version" already exists`, seen in CI): opening the storage now waits for the server's schema lock."""
+    import psycopg2
+
+    from nas.studies.storage import SCHEMA_LOCK_KEY, open_storage
+
+    holder = psycopg2.connect(postgres.replace("postgresql+psycopg2://", "postgresql://"))
+    holder.autocommit = True
+    cur = holder.cursor()
+    cur.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+    opened = threading.Event()
+    worker = threading.Thread(target=lambda: (open_storage(postgres, create=True), opened.set()), daemon=True)
+    worker.start()
+    try:
+        assert not opened.wait(3.0)  # another worker holds the lock: this one waits
+    finally:
+        cur.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    assert opened.wait(60)
+    worker.join(10)
+    cur.execute("SELECT count(*) FROM alembic_version")
+    assert cur.fetchone()[0] == 1
+    holder.close()
