@@ -10,7 +10,7 @@
 #   cuda_tests  the test suite's CUDA-only tests
 # Each stage has its own time limit, so a slow one leaves the others their time; everything lands in
 # $OUT/summary.txt and $OUT/results.tgz (tables, validation CSVs and plots, logs), re-packed after each stage.
-#   usage: OUT=/tmp/out bash experiments/device_checks.sh [STAGE ...]   (default: all, in the order above)
+#   usage: OUT=/tmp/out bash experiments/device_checks.sh [STAGE ...]   (default: cpu2 cuda_fp32 smoke cuda_fp16)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/device_out}
@@ -41,23 +41,18 @@ two_cores() {  # two logical CPUs on distinct physical cores, away from CPU 0 (i
     !seen[$2]++ && $1 != 0 { cpus[n++] = $1 } END { if (n >= 2) print cpus[0] "," cpus[1]; else print "0,1" }'
 }
 
-cuda_fp32() {
-  stage cuda_fp32_build 150 $py -m nas latency build --device cuda --set "$tables" &&
-    stage cuda_fp32_validate 120 $py -m nas latency validate --device cuda --set "$tables" --out "$work/cuda_fp32"
+pin=()  # a command prefix for the latency stages (cpu2 pins them to two cores)
+table() {  # table NAME BUILD_S VALIDATE_S DEVICE [--set K=V ...]: build a latency table, then validate it
+  local name=$1 build_s=$2 validate_s=$3 dev=$4
+  shift 4
+  stage "${name}_build" "$build_s" "${pin[@]}" $py -m nas latency build --device "$dev" --set "$tables" "$@" &&
+    stage "${name}_validate" "$validate_s" "${pin[@]}" $py -m nas latency validate --device "$dev" --set "$tables" \
+      "$@" --out "$work/$name"
 }
 
-cuda_fp16() {
-  stage cuda_fp16_build 120 $py -m nas latency build --device cuda --set "$tables" --set latency.dtype=float16 &&
-    stage cuda_fp16_validate 100 $py -m nas latency validate --device cuda --set "$tables" \
-      --set latency.dtype=float16 --out "$work/cuda_fp16"
-}
-
-cuda_1024() {
-  local hw="latency.input_hw=[1024,2048]"
-  stage cuda_1024_build 150 $py -m nas latency build --device cuda --set "$tables" --set "$hw" &&
-    stage cuda_1024_validate 100 $py -m nas latency validate --device cuda --set "$tables" --set "$hw" \
-      --out "$work/cuda_1024"
-}
+cuda_fp32() { table cuda_fp32 150 120 cuda; }
+cuda_fp16() { table cuda_fp16 120 100 cuda --set latency.dtype=float16; }
+cuda_1024() { table cuda_1024 150 100 cuda --set "latency.input_hw=[1024,2048]"; }
 
 cuda_tests() {
   stage cuda_tests 60 $py -m pytest -q -p no:cacheprovider -k cuda tests/latency tests/search_spaces/test_supernet.py
@@ -67,8 +62,7 @@ cpu2() {
   local pin=()
   if command -v taskset >/dev/null; then pin=(taskset -c "$(two_cores)"); fi
   say "cpu2: ${pin[*]:-not pinned (no taskset)}"
-  stage cpu2_build 300 "${pin[@]}" $py -m nas latency build --device cpu --set "$tables" &&
-    stage cpu2_validate 270 "${pin[@]}" $py -m nas latency validate --device cpu --set "$tables" --out "$work/cpu2"
+  table cpu2 300 270 cpu
 }
 
 smoke() {  # SMOKE_DEVICE=cpu tries the stage on a machine without a GPU
