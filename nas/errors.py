@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "WriteError"]
+__all__ = ["UserError", "ConfigError", "UnknownNameError", "WriteError"]
 
 
 class UserError(Exception):
@@ -11,6 +11,11 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A malformed configuration: unknown key, wrong type, bad value."""
+
+
+class UnknownNameError(UserError, ValueError):
+    """A name that no registry holds (dataset, KD loss, space, baseline, ...); a ValueError too, for library
+    callers that catch those."""
 
 
 class WriteError(UserError, OSError):
