@@ -86,6 +86,7 @@ class SpaceConfig:
     student_stem_width: float = 8 / 12  # FasterSeg's student stem/head width
     student_head_width: float = 8 / 12
     upsample: Literal["search", "bilinear", "pixel_shuffle"] = "search"  # searched or fixed upsamplers
+    icnr: bool = True  # PixelShuffle upsamplers start from ICNR (false: PyTorch's default init of the 1×1 conv)
     branches: Literal["auto", "32,16", "32,8"] = "auto"  # which two branches a derived network keeps
 
 
@@ -153,7 +154,7 @@ class SearchConfig:
 class DistillConfig:
     """Distillation for retraining: which losses (teacher → tutor → student), their weights and schedule."""
 
-    losses: tuple[str, ...] = ()  # any of: pixel, pairwise, cwd, holistic, feature; () = no KD
+    losses: tuple[str, ...] = ()  # any of: pixel, logit_std, dist, pairwise, cwd, holistic, feature; () = no KD
     teacher: str | None = None  # a trained teacher's model file (model.pt of `nas train --model teacher`)
     tutor: Literal["auto", "none", "tutor"] = "auto"  # auto: as the architecture's distill.mode says
     tutor_path: Literal[4, 8] = 8  # the tutor's extra high-resolution stream (1/4 or 1/8)
@@ -161,6 +162,12 @@ class DistillConfig:
     tutor_blocks: int = 3  # 3×3 ConvBN-ReLU layers in the tutor's high-resolution stream
     temperature: float = 1.0  # pixel KL temperature
     pixel_weight: float = 1.0
+    logit_std_weight: float = 1.0  # logit_std: pixel KL on per-pixel z-scored logits
+    logit_std_temperature: float = 2.0
+    dist_weight: float = 1.0  # dist: Pearson-correlation KD (inter-class β + intra-class γ)
+    dist_beta: float = 1.0
+    dist_gamma: float = 1.0
+    dist_temperature: float = 1.0
     pairwise_weight: float = 0.5
     pairwise_pool: int = 2
     cwd_weight: float = 3.0

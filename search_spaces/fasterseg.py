@@ -37,7 +37,7 @@ from search_spaces.arch import SpaceSpec
 from search_spaces.gumbel import gumbel_softmax_st
 from search_spaces.heads import FeatureFusion, FusionStep, SegHead, Stem
 from search_spaces.ops import SlimOperator, channels
-from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp
+from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp, init_pixel_shuffle
 
 __all__ = ["Supernet", "CellConfig", "create_supernet", "MODES", "WIDTH_MODES"]
 
@@ -493,6 +493,9 @@ def create_supernet(cfg: Any, num_classes: int) -> Supernet:
 
     spec = space_from_config(cfg, num_classes)
     main = tuple(int(s) for s in cfg.branches.split(",")) if cfg.branches != "auto" else None
-    return Supernet(spec, num_classes, mode=cfg.mode, shared_kernels=cfg.shared_kernels,
-                    student_stem_width=cfg.student_stem_width, student_head_width=cfg.student_head_width,
-                    upsample=cfg.upsample, main_branches=main)
+    net = Supernet(spec, num_classes, mode=cfg.mode, shared_kernels=cfg.shared_kernels,
+                   student_stem_width=cfg.student_stem_width, student_head_width=cfg.student_head_width,
+                   upsample=cfg.upsample, main_branches=main)
+    if not getattr(cfg, "icnr", True):
+        init_pixel_shuffle(net, icnr=False)
+    return net

@@ -2,6 +2,12 @@
 
 ``pixel_shuffle`` follows the seed paper (Yang, Xue, Qi, Xin, LNCS 13018): depthwise 3×3 conv → pointwise 1×1
 conv to C·r² channels → PixelShuffle(r), which learns the upsampling at the cost of a few parameters.
+
+Its pointwise conv starts from ICNR (Aitken et al., "Checkerboard artifact free sub-pixel convolution", 2017) by
+default: a C-output kernel W0 is drawn as PyTorch would and each of its filters repeated r² times in a row
+(``repeat_interleave``), because PixelShuffle fills output channel c at sub-position (i, j) from input channel
+c·r² + i·r + j. At initialisation the upsampler then equals nearest-neighbour upsampling of the C-channel conv
+W0: no checkerboard, and the learned upsampler starts where a fixed one is.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UPSAMPLERS", "Bilinear", "PixelShuffleUp", "make_upsampler"]
+__all__ = ["UPSAMPLERS", "Bilinear", "PixelShuffleUp", "make_upsampler", "init_pixel_shuffle"]
 
 UPSAMPLERS: tuple[str, ...] = ("bilinear", "pixel_shuffle")
 
@@ -30,12 +36,26 @@ class Bilinear(nn.Module):
 class PixelShuffleUp(nn.Module):
     """`[B, C, H, W]` → `[B, C, rH, rW]`: depthwise 3×3 → pointwise 1×1 to C·r² → PixelShuffle(r)."""
 
-    def __init__(self, channels: int, factor: int):
+    def __init__(self, channels: int, factor: int, icnr: bool = True):
         super().__init__()
         self.factor = factor
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.pointwise = nn.Conv2d(channels, channels * factor * factor, 1, bias=True)
         self.shuffle = nn.PixelShuffle(factor)
+        if icnr:
+            self.reset_pointwise(icnr=True)
+
+    def reset_pointwise(self, icnr: bool = True) -> None:
+        """Re-draw the pointwise conv: ICNR (each of C filters repeated r² times) or PyTorch's plain default."""
+        if not icnr:
+            self.pointwise.reset_parameters()
+            return
+        r2 = self.factor * self.factor
+        seed = nn.Conv2d(self.pointwise.in_channels, self.pointwise.out_channels // r2, 1, bias=True)
+        seed.to(device=self.pointwise.weight.device, dtype=self.pointwise.weight.dtype)
+        with torch.no_grad():
+            self.pointwise.weight.copy_(seed.weight.repeat_interleave(r2, dim=0))
+            self.pointwise.bias.copy_(seed.bias.repeat_interleave(r2, dim=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.pointwise(self.depthwise(x)))
@@ -50,3 +70,13 @@ def make_upsampler(kind: str, channels: int, factor: int) -> nn.Module:
     if kind == "pixel_shuffle":
         return PixelShuffleUp(channels, factor)
     raise ValueError(f"unknown upsampler '{kind}' (known: {', '.join(UPSAMPLERS)})")
+
+
+def init_pixel_shuffle(model: nn.Module, icnr: bool) -> int:
+    """Re-draw every PixelShuffle upsampler's pointwise conv in `model` (ICNR or plain); returns how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, PixelShuffleUp):
+            module.reset_pointwise(icnr)
+            count += 1
+    return count

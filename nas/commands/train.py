@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tutor", choices=("none", "tutor", "auto"),
                    help="distil through a tutor: auto = as the architecture says (distill.tutor)")
     p.add_argument("--kd", metavar="LOSSES",
-                   help="comma-separated KD: teacher losses pixel, pairwise, cwd, feature, holistic "
+                   help="comma-separated KD: teacher losses pixel, logit_std, dist, pairwise, cwd, feature, holistic "
                         "(distill.losses) and/or okddip, teacher-free peers (distill.online); 'none' = off")
     p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     add_config_args(p)

@@ -29,6 +29,8 @@ __all__ = [
     "create_kd_loss",
     "list_kd_losses",
     "PixelKL",
+    "StandardisedPixelKL",
+    "DIST",
     "PairwiseAffinity",
     "ChannelWiseDivergence",
     "FeatureMimic",
@@ -170,6 +172,85 @@ class PixelKL(KDLoss):
         if int(n) == 0:
             return student_logits.sum() * 0.0
         return torch.where(valid, kl, torch.zeros_like(kl)).sum() / n * t * t
+
+
+def _standardise(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score every pixel's logits over the classes: (z − mean_c z) / std_c z, `[B, K, H, W]` → same."""
+    mean = logits.mean(dim=1, keepdim=True)
+    std = logits.std(dim=1, keepdim=True, unbiased=False)
+    return (logits - mean) / (std + eps)
+
+
+@register_kd_loss("logit_std")
+class StandardisedPixelKL(PixelKL):
+    """Pixel-wise KD on standardised logits (Sun et al., "Logit Standardization in Knowledge Distillation",
+    CVPR 2024): both models' logits are z-scored per pixel over the classes before the softened KL of
+    :class:`PixelKL`, so the student matches the teacher's *relations* between classes rather than its logit
+    range, which a much smaller student cannot reach. Same inputs and masking as ``pixel``; the paper pairs it
+    with a higher temperature (2 here by default)."""
+
+    def __init__(self, temperature: float = 2.0, ignore_index: int = 255):
+        super().__init__(temperature, ignore_index)
+
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check_4d(student_logits, "logit-standardised KD: student input")
+        _check_4d(teacher_logits, "logit-standardised KD: teacher input")
+        return super().forward(_standardise(student_logits), _standardise(teacher_logits.detach()), mask)
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each row of `a` with the same row of `b`, `[N, M]` × `[N, M]` → `[N]`."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+@register_kd_loss("dist")
+class DIST(KDLoss):
+    """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022), for dense prediction:
+    every valid pixel's softened class probabilities p = softmax(z / T) form the rows of an `[N, K]` matrix
+    (N = valid pixels of the batch), and
+
+        L = T² · (β · (1 − mean_n ρ(p^s_n, p^t_n)) + γ · (1 − mean_k ρ(p^s_{·k}, p^t_{·k}))),
+
+    ρ = Pearson correlation: the inter-class term matches each pixel's ranking of the classes, the intra-class
+    term each class's ranking of the pixels. Correlation, unlike KL, ignores the scale and shift of the
+    teacher's probabilities, which is what lets a small student learn from a much stronger teacher.
+
+    ``forward(student_logits [B, K, h, w], teacher_logits [B, K, H, W], mask=None)``: teacher resized to the
+    student's size, mask as in :class:`PixelKL`; with fewer than two valid pixels the loss is 0.
+    """
+
+    reads = ("student", "teacher", "mask")
+
+    def __init__(self, temperature: float = 1.0, beta: float = 1.0, gamma: float = 1.0, ignore_index: int = 255):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive but got {temperature}.")
+        if beta < 0 or gamma < 0:
+            raise ValueError(f"beta and gamma must be non-negative but got {beta} and {gamma}.")
+        self.temperature, self.beta, self.gamma = float(temperature), float(beta), float(gamma)
+        self.ignore_index = ignore_index
+
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        teacher = _match_logits(student_logits, teacher_logits, "DIST")
+        t, k = self.temperature, student_logits.shape[1]
+        p_s = F.softmax(student_logits / t, dim=1).permute(0, 2, 3, 1).reshape(-1, k)  # [B·h·w, K]
+        p_t = F.softmax(teacher / t, dim=1).permute(0, 2, 3, 1).reshape(-1, k)
+        if mask is not None:
+            valid = _valid_pixels(mask, student_logits.shape[-2:], self.ignore_index).to(p_s.device).reshape(-1)
+            if valid.numel() != p_s.shape[0]:
+                raise ValueError(f"DIST: mask {list(mask.shape)} does not match logits {list(student_logits.shape)}.")
+            p_s, p_t = p_s[valid], p_t[valid]
+        if p_s.shape[0] < 2:
+            return student_logits.sum() * 0.0
+        inter = 1.0 - _pearson_rows(p_s, p_t).mean()
+        intra = 1.0 - _pearson_rows(p_s.t(), p_t.t()).mean()
+        return (self.beta * inter + self.gamma * intra) * t * t
 
 
 # --------------------------------------------------------------------------- pair-wise

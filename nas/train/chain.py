@@ -60,6 +60,11 @@ def kd_terms(dc: DistillConfig, num_classes: int, ignore_index: int = 255) -> li
     specs: dict[str, dict[str, Any]] = {
         "pixel": dict(student_key="logits", teacher_key="logits", weight=dc.pixel_weight,
                       kwargs={"temperature": dc.temperature, "ignore_index": ignore_index}),
+        "logit_std": dict(student_key="logits", teacher_key="logits", weight=dc.logit_std_weight,
+                          kwargs={"temperature": dc.logit_std_temperature, "ignore_index": ignore_index}),
+        "dist": dict(student_key="logits", teacher_key="logits", weight=dc.dist_weight,
+                     kwargs={"temperature": dc.dist_temperature, "beta": dc.dist_beta, "gamma": dc.dist_gamma,
+                             "ignore_index": ignore_index}),
         "pairwise": dict(student_key="feat8", teacher_key="feat8", weight=dc.pairwise_weight,
                          kwargs={"pool": dc.pairwise_pool}),
         "cwd": dict(student_key="logits", teacher_key="logits", weight=dc.cwd_weight,

@@ -53,6 +53,7 @@ from search_spaces.arch import Architecture, load_architecture
 from search_spaces.builder import build_network
 from search_spaces.hrnet import HRNET_PRESETS, build_hrnet
 from search_spaces.tutor import build_tutor
+from search_spaces.upsample import init_pixel_shuffle
 
 __all__ = ["CHECKPOINT", "TrainJob", "TrainResult", "run_train", "scores_table", "train_dir"]
 
@@ -178,6 +179,8 @@ class TrainJob:
         cfg, phase = self.cfg, self.phases[idx]
         torch.manual_seed(_seed(cfg.run.seed, idx, -1))
         model = self._build_model(phase.role).to(self.device)
+        if not cfg.space.icnr:
+            init_pixel_shuffle(model, icnr=False)
         okddip = None
         if phase.role == "student" and cfg.distill.online == "okddip":
             group, okddip = online_peers(cfg.distill, model, phase.epochs, self.info.ignore_index)

@@ -293,3 +293,55 @@ def test_loss_schedule_rejects_bad_values(kwargs: dict) -> None:
 def test_loss_schedule_rejects_bad_progress() -> None:
     with pytest.raises(ValueError, match="progress"):
         LossSchedule(1.0).factor(0, 1.5)
+
+
+# --------------------------------------------------------------------------- logit standardisation, DIST
+
+
+def _zscore(xs: list[float]) -> list[float]:
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
+    return [(x - mean) / std for x in xs]
+
+
+@pytest.mark.parametrize("temp", [1.0, 2.0])
+def test_logit_std_matches_hand_value(temp: float) -> None:
+    loss = create_kd_loss("logit_std", temperature=temp)
+    expected = 0.0
+    for pixel in range(2):
+        zs = _zscore([S[c][pixel] for c in range(2)])
+        zt = _zscore([T[c][pixel] for c in range(2)])
+        expected += _kl(_softmax([z / temp for z in zt]), _softmax([z / temp for z in zs]))
+    assert float(loss(_t(S), _t(T))) == pytest.approx(expected / 2 * temp * temp, rel=1e-6)
+
+
+def test_logit_std_ignores_the_logits_scale_and_shift() -> None:
+    loss = create_kd_loss("logit_std")
+    s, t = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
+    assert float(loss(s, 3.0 * t + 7.0)) == pytest.approx(float(loss(s, t)), rel=1e-5)
+    assert float(loss(s, 4.0 * s - 1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dist_matches_hand_value() -> None:
+    # 3 classes at 4 pixels (B=1, h=2, w=2); probabilities and Pearson correlations computed by numpy
+    rng = np.random.default_rng(3)
+    zs, zt = rng.normal(size=(3, 2, 2)), rng.normal(size=(3, 2, 2))
+    ps = np.exp(zs) / np.exp(zs).sum(0)
+    pt = np.exp(zt) / np.exp(zt).sum(0)
+    rows_s, rows_t = ps.reshape(3, 4).T, pt.reshape(3, 4).T  # [pixels, classes]
+    inter = 1 - np.mean([np.corrcoef(rows_s[n], rows_t[n])[0, 1] for n in range(4)])
+    intra = 1 - np.mean([np.corrcoef(rows_s[:, k], rows_t[:, k])[0, 1] for k in range(3)])
+    loss = create_kd_loss("dist", beta=2.0, gamma=0.5)
+    value = loss(torch.tensor(zs)[None], torch.tensor(zt)[None])
+    assert float(value) == pytest.approx(2.0 * inter + 0.5 * intra, rel=1e-6)
+
+
+def test_dist_counts_only_valid_pixels() -> None:
+    s, t = torch.randn(1, 3, 2, 3, dtype=torch.float64), torch.randn(1, 3, 2, 3, dtype=torch.float64)
+    labels = torch.tensor([[[0, 1, 255], [2, 255, 1]]])
+    keep = labels[0].reshape(-1) != 255
+    loss = create_kd_loss("dist")
+    flat_s = s.permute(0, 2, 3, 1).reshape(-1, 3)[keep].t().reshape(1, 3, 1, -1)
+    flat_t = t.permute(0, 2, 3, 1).reshape(-1, 3)[keep].t().reshape(1, 3, 1, -1)
+    assert float(loss(s, t, labels)) == pytest.approx(float(loss(flat_s, flat_t)), rel=1e-9)
+    assert float(loss(s, t, torch.full_like(labels, 255))) == 0.0
