@@ -24,6 +24,7 @@ from nas.errors import ConfigError
 __all__ = [
     "RunConfig",
     "DataConfig",
+    "FolderDataConfig",
     "SpaceConfig",
     "LatencyConfig",
     "SearchConfig",
@@ -57,19 +58,46 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Dataset choice and loader settings; `digit_scenes` is generated offline, `cityscapes` read from `root`."""
+class FolderDataConfig:
+    """`data.name: folder`: the layout of your own image/mask tree under `data.root` (mmsegmentation-style).
 
-    name: Literal["digit_scenes", "cityscapes"] = "digit_scenes"
-    root: str = "data/digit_scenes"  # cache folder (digit_scenes) or dataset root (cityscapes)
+    `{split}` in a folder or list-file name is replaced by the split's name. Masks hold class indices (L or P
+    mode PNGs; the classes file's `ignore_index`, default 255, is ignore) or RGB colours from the classes file.
+    """
+
+    classes_file: str = "classes.yaml"  # class names [, colours, ignore index]; relative to data.root
+    image_dir: str = "images/{split}"  # relative to data.root; searched recursively
+    mask_dir: str = "masks/{split}"
+    image_suffix: tuple[str, ...] = (".png", ".jpg", ".jpeg")  # an image is NAME + one of these
+    mask_suffix: str = ".png"  # its mask is NAME + this, in mask_dir
+    split_file: str | None = None  # e.g. ImageSets/Segmentation/{split}.txt: one NAME per line (relative to root)
+    splits: tuple[str, ...] = ("train", "val")
+    reduce_zero_label: bool = False  # index masks: label 0 is ignore, the others shift down by one (mmseg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset choice and loader settings: `name` is a registered dataset (`nas.data.DATASETS`): `digit_scenes`
+    is generated offline, `cityscapes` and `folder` (your own images and masks) are read from `root`."""
+
+    name: str = "digit_scenes"  # digit_scenes | cityscapes | folder | any registered dataset
+    root: str = "data/digit_scenes"  # cache folder (digit_scenes) or dataset root (cityscapes, folder)
     image_size: tuple[int, int] = (128, 256)  # H, W of generated images / training crops
     num_train: int = 800  # digit_scenes: images in the train split
     num_val: int = 200  # digit_scenes: images in the val split
     seed: int = 0  # digit_scenes: generation seed (independent of run.seed)
     batch_size: int = 8
     workers: int = 0  # DataLoader worker processes
-    scale_range: tuple[float, float] = (0.75, 1.5)  # cityscapes: random rescale before cropping
+    scale_range: tuple[float, float] = (0.75, 1.5)  # cityscapes, folder: random rescale before cropping
     flip: bool = True  # random horizontal flip for training
+    folder: FolderDataConfig = field(default_factory=FolderDataConfig)  # the folder dataset's layout
+
+    def __post_init__(self) -> None:
+        from nas.data.registry import dataset_names  # the registry fills when nas.data is imported
+
+        known = dataset_names()
+        if self.name not in known:
+            raise ConfigError(f"config key 'data.name': unknown dataset {self.name!r} (known: {', '.join(known)})")
 
 
 @dataclass(frozen=True)
@@ -188,9 +216,12 @@ class DistillConfig:
 class TrainConfig:
     """Retraining a derived network (or training a teacher) from scratch: FasterSeg's recipe scaled down."""
 
-    model: Literal["student", "teacher"] = "student"
+    model: Literal["student", "teacher", "baseline"] = "student"  # baseline: a hand-designed real-time network
     teacher_arch: Literal["hrnet", "searched"] = "hrnet"  # what `--model teacher` trains
     hrnet_preset: str = "w18_small"
+    baseline: str = "bisenetv2"  # `--model baseline`'s family: any of search_spaces.baselines.BASELINES
+    baseline_width: float = 1.0  # its channel multiplier (channels rounded to multiples of 8), > 0
+    baseline_depth: float = 1.0  # its multiplier of repeated blocks (rounded, at least 1), > 0
     epochs: int = 10
     iters_per_epoch: int = 0  # 0 = one pass over the train split
     optimizer: Literal["sgd", "adamw"] = "sgd"  # FasterSeg's SGD; AdamW learns much faster in short recipes
@@ -211,9 +242,11 @@ class ExportConfig:
     """Export: formats, the numeric check against eager, and the latency measured for each backend."""
 
     formats: tuple[str, ...] = ("torchscript", "onnx", "json")
-    input_hw: tuple[int, int] = (0, 0)  # export / benchmark input size; (0, 0) = the model file's, else data.image_size
-    atol: float = 1e-4  # max |exported − eager| allowed on the logits
+    input_hw: tuple[int, int] = (0, 0)  # export / benchmark size; (0, 0) = the model file's (a student: latency.input_hw)
+    atol: float = 1e-4  # max |exported − eager| allowed on the logits is atol + rtol · max |eager logits|
+    rtol: float = 1e-5
     opset: int = 17
+    dynamic: bool = False  # ONNX with dynamic height/width (checked against eager at a second size)
     measure_latency: bool = True
     threads: int = 2  # CPU threads of every backend while timing (0 = the libraries' default)
     warmup: int = 5  # untimed runs per backend before timing

@@ -67,3 +67,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def folder_dataset(tmp_path):
+    """A fabricated `data.name: folder` tree (tests/folder_fixture.py: 24 train + 8 val images of two sizes, 3
+    classes, index / RGB / P-mode masks): a FolderTree with `.root`, `.labels`, `.overrides()`, `.set_flags()`,
+    `.data_config()`. `make_folder_dataset(root, ...)` from that module builds other layouts."""
+    from folder_fixture import make_folder_dataset
+
+    return make_folder_dataset(tmp_path / "folder_data")

@@ -1,4 +1,4 @@
-"""`nas data generate | inspect | preview | check-cityscapes`: build, look at and validate the datasets."""
+"""`nas data generate | inspect | preview | check | check-cityscapes`: build, look at and validate the datasets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from nas.errors import UserError
 
-__all__ = ["register", "PreviewTile", "preview_tiles", "render_preview"]
+__all__ = ["register", "PreviewTile", "preview_tiles", "render_preview", "format_report"]
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.cli import add_config_args
 
-    p = sub.add_parser("data", help="generate, inspect and preview datasets; check a Cityscapes tree")
+    p = sub.add_parser("data", help="generate, inspect, preview and check datasets (your own: data.name=folder)")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     g = dsub.add_parser("generate", help="generate and cache both digit-scene splits")
@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     v.add_argument("--split", default="val", help="split to preview (default val)")
     v.set_defaults(func=_preview)
+
+    k = dsub.add_parser("check", help="check the configured dataset: counts, image sizes, class pixels and every "
+                                      "broken image/mask pair (exit 2 when anything is broken)")
+    add_config_args(k)
+    k.add_argument("--dataset", metavar="NAME", help="dataset name (shortcut for --set data.name=...)")
+    k.add_argument("--root", metavar="DIR", help="dataset root (shortcut for --set data.root=...)")
+    k.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
+    k.set_defaults(func=_check)
 
     c = dsub.add_parser("check-cityscapes", help="validate a Cityscapes tree and count images per split/city")
     c.add_argument("root", metavar="ROOT", help="folder holding leftImg8bit/ and gtFine/")
@@ -169,6 +177,58 @@ def _preview(args: argparse.Namespace) -> int:
     render_preview(tiles, info.class_names, info.palette, out, title=f"{info.name} {args.split}")
     print(out)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from nas.cli import config_from_args
+    from nas.data import check_dataset
+
+    if args.dataset:
+        args.overrides = [*args.overrides, f"data.name={json.dumps(args.dataset)}"]
+    if args.root:
+        args.overrides = [*args.overrides, f"data.root={json.dumps(args.root)}"]
+    cfg = config_from_args(args).data
+    report = check_dataset(cfg, args.split)
+    print(format_report(report))
+    if report.problems:
+        n = len(report.problems)
+        raise UserError(f"{n} problem{'s' if n > 1 else ''} in the {report.info.name} data under {report.root}; "
+                        f"first: {report.problems[0]}")
+    return 0
+
+
+def format_report(report) -> str:
+    """The text `nas data check` prints: per split the pairs and image sizes, a class-pixel table, then every
+    problem (one line each) and a closing OK line when there is none."""
+    info = report.info
+    lines = [f"{info.name} at {report.root}: {info.num_classes} classes, splits {', '.join(report.counts)}"]
+    for split, n in report.counts.items():
+        sizes = report.sizes[split]
+        shown = ", ".join(f"{h}x{w} ({c})" for (h, w), c in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"{split}: {n} image/mask pairs OK" + (f", sizes {shown}" if shown else ""))
+    splits = list(report.counts)
+    if splits:
+        width = max(12, *(len(name) + 2 for name in info.class_names))
+        lines.append(f"{'class':<{width}}" + "".join(f"{s + ' pixels':>16}{'%':>7}" for s in splits))
+        totals = {s: int(report.class_pixels[s].sum()) + report.ignore_pixels[s] for s in splits}
+        rows = [(name, [int(report.class_pixels[s][k]) for s in splits]) for k, name in enumerate(info.class_names)]
+        rows.append(("(ignore)", [report.ignore_pixels[s] for s in splits]))
+        for name, values in rows:
+            cells = "".join(f"{v:>16,}{100 * v / totals[s] if totals[s] else 0.0:>7.2f}"
+                            for s, v in zip(splits, values))
+            lines.append(f"{name:<{width}}{cells}")
+        empty = [name for k, name in enumerate(info.class_names)
+                 if not any(report.class_pixels[s][k] for s in splits)]
+        if empty and report.ok:
+            lines.append(f"no pixel of: {', '.join(empty)}")
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines.extend(f"  {p}" for p in report.problems)
+    else:
+        lines.append(f"OK: {sum(report.counts.values())} image/mask pairs in {len(report.counts)} split(s)")
+    return "\n".join(lines)
 
 
 def _check_cityscapes(args: argparse.Namespace) -> int:

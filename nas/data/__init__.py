@@ -1,4 +1,5 @@
-"""Datasets and loaders: the generated digit scenes (default) and Cityscapes, behind one small API.
+"""Datasets and loaders: the generated digit scenes (default), Cityscapes and your own images and masks
+(`folder`), each registered in :data:`DATASETS` (see :mod:`nas.data.registry`), behind one small API.
 
 Every dataset item is a dict: "image" `float32 [3, H, W]` (ImageNet-normalised), "label" `int64 [H, W]`
 (ignore = 255), "index" int, and for digit scenes "size" `uint8 [H, W]` (0 = background/ignore, b ≥ 1 =
@@ -11,22 +12,39 @@ seeded `torch.Generator`, so the same seed gives the same batches whatever the n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.config import DataConfig
-from nas.data import cityscapes as _cs
-from nas.data import digit_scenes as _ds
+from nas.data import cityscapes as _cs  # noqa: F401  (registers "cityscapes")
+from nas.data import digit_scenes as _ds  # noqa: F401  (registers "digit_scenes")
+from nas.data import folder as _folder  # noqa: F401  (registers "folder")
+from nas.data.registry import (
+    DATASETS,
+    IGNORE_INDEX,
+    DataReport,
+    DatasetInfo,
+    DatasetSpec,
+    register_dataset,
+)
 from nas.data.transforms import denormalize, normalize
-from nas.errors import UserError
+from nas.errors import ConfigError, UnknownNameError, UserError
 
 __all__ = [
+    "IGNORE_INDEX",
+    "DATASETS",
+    "DataReport",
+    "DatasetSpec",
+    "register_dataset",
+    "dataset_spec",
+    "check_data_config",
+    "check_dataset",
     "DatasetInfo",
     "KeyedSubset",
     "dataset_info",
+    "dataset_version",
     "build_dataset",
     "build_loader",
     "class_frequencies",
@@ -36,44 +54,64 @@ __all__ = [
     "normalize",
 ]
 
-IGNORE_INDEX = 255
+STRIDE = 32  # the networks' coarsest scale: image sizes are multiples of it
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the rest of the pipeline needs to know about a dataset, without opening any file."""
+def dataset_spec(cfg: DataConfig | str) -> DatasetSpec:
+    """The registered entry of `cfg.name` (or of a name); an unknown one is a one-line ConfigError."""
+    name = cfg if isinstance(cfg, str) else cfg.name
+    try:
+        return DATASETS[name]
+    except UnknownNameError as exc:
+        raise ConfigError(f"config key 'data.name': {exc}") from None
 
-    name: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]  # RGB per class, for previews and predictions
-    splits: tuple[str, ...]
-    size_buckets: tuple[str, ...] = ()  # names of the size-map values 1, 2, ...; empty when no size map
-    ignore_index: int = IGNORE_INDEX
+
+def check_data_config(cfg: DataConfig) -> None:
+    """Everything about `cfg` that can be checked without generating or reading the dataset: a registered
+    name, loader settings, image size, augmentation range, and the dataset's own options (for `folder`: the
+    root, its classes file, split folders and list files). Raises a one-line UserError (ConfigError for a bad
+    value); call it before any work."""
+    spec = dataset_spec(cfg)
+    if cfg.batch_size < 1:
+        raise ConfigError(f"config key 'data.batch_size' must be positive, got {cfg.batch_size}")
+    if cfg.workers < 0:
+        raise ConfigError(f"config key 'data.workers' cannot be negative, got {cfg.workers}")
+    h, w = cfg.image_size
+    if h < STRIDE or w < STRIDE or h % STRIDE or w % STRIDE:
+        raise ConfigError(f"config key 'data.image_size': {h}x{w} must be positive multiples of {STRIDE}, the "
+                          "networks' coarsest stride")
+    lo, hi = cfg.scale_range
+    if not 0 < lo <= hi:
+        raise ConfigError(f"config key 'data.scale_range': [{lo}, {hi}] must satisfy 0 < low <= high")
+    spec.check_config(cfg)
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """Classes, palette, splits and size buckets of the configured dataset."""
-    if cfg.name == "digit_scenes":
-        return DatasetInfo("digit_scenes", _ds.NUM_CLASSES, _ds.CLASS_NAMES, _ds.PALETTE, _ds.SPLITS,
-                           _ds.SIZE_BUCKETS)
-    if cfg.name == "cityscapes":
-        return DatasetInfo("cityscapes", _cs.NUM_CLASSES, _cs.CLASS_NAMES, _cs.PALETTE, _cs.SPLITS)
-    raise UserError(f"unknown dataset {cfg.name!r} (known: digit_scenes, cityscapes)")
+    return dataset_spec(cfg).info(cfg)
 
 
 def build_dataset(cfg: DataConfig, split: str, augment: bool | None = None) -> Dataset:
-    """The `split` of the configured dataset; `augment` (default: train split only) turns on Cityscapes'
-    random scale/crop/flip. Digit scenes are generated (or loaded from the cache under `cfg.root`)."""
-    info = dataset_info(cfg)
+    """The `split` of the configured dataset; `augment` (default: train split only) turns on the random
+    scale/crop/flip of datasets read from files. Digit scenes are generated (or loaded from the cache under
+    `cfg.root`); a folder dataset's split is checked for missing pairs and size mismatches first."""
+    spec = dataset_spec(cfg)
+    info = spec.info(cfg)
     if split not in info.splits:
         raise UserError(f"{info.name} has splits {', '.join(info.splits)}, not {split!r}")
     augment = split == "train" if augment is None else augment
-    if cfg.name == "digit_scenes":
-        count = cfg.num_train if split == "train" else cfg.num_val
-        return _ds.DigitScenes(cfg.root, split, count, cfg.image_size, cfg.seed)
-    return _cs.Cityscapes(cfg.root, split, cfg.image_size, augment=augment, scale_range=cfg.scale_range,
-                          flip=cfg.flip)
+    return spec.build(cfg, split, augment)
+
+
+def check_dataset(cfg: DataConfig, splits: list[str] | tuple[str, ...] | None = None) -> DataReport:
+    """What `nas data check` reports: counts, image sizes and class pixels per split, and every problem."""
+    spec = dataset_spec(cfg)
+    if splits:
+        info = spec.info(cfg)
+        unknown = [s for s in splits if s not in info.splits]
+        if unknown:
+            raise UserError(f"{info.name} has splits {', '.join(info.splits)}, not {unknown[0]!r}")
+    return spec.check(cfg, list(splits) if splits else None)
 
 
 class _SeededSampler(Sampler):
@@ -182,3 +220,9 @@ def colorize(label_map: np.ndarray | torch.Tensor, palette: tuple[tuple[int, int
     safe = np.where((ids >= 0) & (ids < len(palette)), ids, 255).astype(np.intp)
     lut[255] = 0
     return lut[safe]
+
+
+def dataset_version(cfg: DataConfig) -> str:
+    """What a trained model must match beyond the class names (:meth:`DatasetSpec.version`): the digit scenes'
+    generator version; empty for datasets read from disk."""
+    return dataset_spec(cfg).version(cfg)

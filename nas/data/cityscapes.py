@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from nas.data import transforms as T
+from nas.data.registry import DataReport, DatasetInfo, DatasetSpec, check_pairs, register_dataset
 from nas.errors import UserError
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "find_pairs",
     "map_label_ids",
     "check_root",
+    "CityscapesSpec",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,19 +137,34 @@ def _check_split_dirs(root: Path, split: str) -> tuple[Path, Path]:
     return img_dir, lab_dir
 
 
-def find_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
-    """Sorted (image, label) paths of `split`; a missing folder or an image without its label is a UserError."""
-    root = Path(root)
+def _scan(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Sorted (image, label) pairs of `split` and one message per image without its label or label without
+    its image; a missing folder or an empty split is a UserError."""
     img_dir, lab_dir = _check_split_dirs(root, split)
-    pairs = []
-    for img in sorted(img_dir.glob(f"*/*{_IMAGE_SUFFIX}")):
+    pairs, problems = [], []
+    images = sorted(img_dir.glob(f"*/*{_IMAGE_SUFFIX}"))
+    for img in images:
         city = img.parent.name
         lab = lab_dir / city / (img.name[: -len(_IMAGE_SUFFIX)] + _LABEL_SUFFIX)
         if not lab.is_file():
-            raise UserError(f"Cityscapes label missing for {img}: expected {lab}")
-        pairs.append((img, lab))
-    if not pairs:
+            problems.append(f"Cityscapes label missing for {img}: expected {lab}")
+        else:
+            pairs.append((img, lab))
+    if not images:
         raise UserError(f"no Cityscapes images (*{_IMAGE_SUFFIX}) under {img_dir}/<city>/")
+    for lab in sorted(lab_dir.glob(f"*/*{_LABEL_SUFFIX}")):
+        img = img_dir / lab.parent.name / (lab.name[: -len(_LABEL_SUFFIX)] + _IMAGE_SUFFIX)
+        if not img.is_file():
+            problems.append(f"Cityscapes image missing for label {lab}: expected {img}")
+    return pairs, problems
+
+
+def find_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """Sorted (image, label) paths of `split`; a missing folder or an image without its label is a UserError."""
+    pairs, problems = _scan(Path(root), split)
+    missing_label = [p for p in problems if p.startswith("Cityscapes label missing")]
+    if missing_label:
+        raise UserError(missing_label[0])
     return pairs
 
 
@@ -241,21 +258,9 @@ class Cityscapes(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"Cityscapes {self.split} has {len(self)} images, index {index} is out of range")
         image, label = self.load(index)
-        h, w = image.shape[:2]
-        base = max(self.image_size[0] / h, self.image_size[1] / w)
-        if self.augment:
-            rng = np.random.default_rng(aug_seed)
-            image, label = T.random_scale(image, label, rng, self.scale_range, base)
-            image, label = T.random_crop(image, label, self.image_size, rng, IGNORE_INDEX)
-            if self.flip:
-                image, label = T.random_hflip(image, label, rng)
-        else:
-            image, label = T.resize(image, label, (max(1, round(h * base)), max(1, round(w * base))))
-        return {
-            "image": T.normalize(image),
-            "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
-            "index": index,
-        }
+        x, y = T.prepare_pair(image, label, self.image_size, self.augment, aug_seed, self.scale_range, self.flip,
+                              ignore_index=IGNORE_INDEX)
+        return {"image": x, "label": y, "index": index}
 
     def label_counts(self) -> np.ndarray:
         """Pixel count per train id `[19]` over the split at full resolution (reads every label)."""
@@ -297,3 +302,39 @@ def check_root(root: str | Path, splits: Iterable[str] | None = None, check_ids:
         counts[split] = per_city
     log.debug("Cityscapes tree %s checked: %s", root, {s: sum(c.values()) for s, c in counts.items()})
     return CityscapesSummary(root=root, counts=counts, image_sizes=tuple(sorted(sizes)))
+
+
+@register_dataset("cityscapes")
+class CityscapesSpec(DatasetSpec):
+    """`data.name: cityscapes`: the tree under `data.root` (leftImg8bit/, gtFine/)."""
+
+    def info(self, cfg) -> DatasetInfo:
+        return DatasetInfo("cityscapes", NUM_CLASSES, CLASS_NAMES, PALETTE, SPLITS)
+
+    def build(self, cfg, split: str, augment: bool) -> Cityscapes:
+        return Cityscapes(cfg.root, split, cfg.image_size, augment=augment, scale_range=cfg.scale_range,
+                          flip=cfg.flip)
+
+    def check_config(self, cfg) -> None:
+        if not Path(cfg.root).is_dir():
+            raise UserError(f"Cityscapes root not found: {cfg.root}")
+
+    def check(self, cfg, splits: Iterable[str] | None = None) -> DataReport:
+        root = Path(cfg.root)
+        if not root.is_dir():
+            raise UserError(f"Cityscapes root not found: {root}")
+        if splits is None:
+            splits = [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() or (root / "gtFine" / s).is_dir()]
+            if not splits:
+                raise UserError(f"no Cityscapes split folders under {root} (expected {root / 'leftImg8bit' / 'train'})")
+        report = DataReport(self.info(cfg), str(root))
+        for split in splits:
+            report.start(split)
+            try:
+                pairs, problems = _scan(root, split)
+            except UserError as exc:
+                report.problems.append(f"{split}: {exc}")
+                continue
+            report.problems.extend(f"{split}: {p}" for p in problems)
+            check_pairs(report, split, pairs, lambda lab: map_label_ids(_read_label(lab), lab))
+        return report

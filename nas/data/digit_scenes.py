@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
+from nas.data.registry import DataReport, DatasetInfo, DatasetSpec, register_dataset
 from nas.data.transforms import normalize
 from nas.errors import UserError
 from nas.io import atomic_write_bytes
@@ -47,6 +48,7 @@ __all__ = [
     "generate_split",
     "load_or_generate",
     "cache_path",
+    "DigitScenesSpec",
 ]
 
 log = logging.getLogger(__name__)
@@ -370,3 +372,40 @@ class DigitScenes(Dataset):
     def label_counts(self) -> np.ndarray:
         """Pixel count per class `[NUM_CLASSES]` (ignore pixels left out)."""
         return np.bincount(self.arrays.labels.ravel(), minlength=256)[:NUM_CLASSES].astype(np.int64)
+
+
+@register_dataset("digit_scenes")
+class DigitScenesSpec(DatasetSpec):
+    """`data.name: digit_scenes` (the default): generated offline, cached under `data.root`."""
+
+    def info(self, cfg) -> DatasetInfo:
+        return DatasetInfo("digit_scenes", NUM_CLASSES, CLASS_NAMES, PALETTE, SPLITS, SIZE_BUCKETS)
+
+    def version(self, cfg) -> str:
+        """A teacher trained on scenes of another generator version is refused."""
+        return f"digit_scenes-v{GENERATOR_VERSION}"
+
+    def build(self, cfg, split: str, augment: bool) -> DigitScenes:
+        count = cfg.num_train if split == "train" else cfg.num_val
+        return DigitScenes(cfg.root, split, count, cfg.image_size, cfg.seed)
+
+    def check_config(self, cfg) -> None:
+        for key in ("num_train", "num_val"):
+            if getattr(cfg, key) < 1:
+                raise UserError(f"data.{key} must be positive, got {getattr(cfg, key)}")
+
+    def check(self, cfg, splits=None) -> DataReport:
+        """Generated scenes cannot be broken: counts, the one image size and class pixels of each split (the
+        split is generated and cached first when needed)."""
+        report = DataReport(self.info(cfg), str(cfg.root))
+        for split in splits or SPLITS:
+            if split not in SPLITS:
+                report.problems.append(f"digit scenes have splits {', '.join(SPLITS)}, not {split!r}")
+                continue
+            ds = self.build(cfg, split, augment=False)
+            report.start(split)
+            report.counts[split] = len(ds)
+            report.sizes[split][tuple(int(v) for v in cfg.image_size)] = len(ds)
+            for label in ds.arrays.labels:
+                report.add_label(split, label)
+        return report

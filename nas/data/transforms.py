@@ -19,6 +19,8 @@ __all__ = [
     "random_scale",
     "random_crop",
     "random_hflip",
+    "pad_to",
+    "prepare_pair",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,14 +83,8 @@ def random_crop(
     ch, cw = size
     h, w = image.shape[:2]
     if h < ch or w < cw:
-        ph, pw = max(ch - h, 0), max(cw - w, 0)
-        fill = image.reshape(-1, image.shape[-1]).mean(0).round().astype(image.dtype)
-        padded = np.empty((h + ph, w + pw, image.shape[2]), dtype=image.dtype)
-        padded[:] = fill
-        padded[:h, :w] = image
-        lab = np.full((h + ph, w + pw), ignore_index, dtype=label.dtype)
-        lab[:h, :w] = label
-        image, label, h, w = padded, lab, h + ph, w + pw
+        image, label = pad_to(image, label, (ch, cw), ignore_index)
+        h, w = image.shape[:2]
     y = int(rng.integers(0, h - ch + 1))
     x = int(rng.integers(0, w - cw + 1))
     return image[y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
@@ -101,3 +97,60 @@ def random_hflip(
     if rng.random() < p:
         return image[:, ::-1], label[:, ::-1]
     return image, label
+
+
+def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int],
+           ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Pad bottom and right up to `size` = (H, W): the image with its mean colour, the label with ignore."""
+    h, w = image.shape[:2]
+    ph, pw = max(size[0], h), max(size[1], w)
+    if (ph, pw) == (h, w):
+        return image, label
+    fill = image.reshape(-1, image.shape[-1]).mean(0).round().astype(image.dtype)
+    padded = np.empty((ph, pw, image.shape[2]), dtype=image.dtype)
+    padded[:] = fill
+    padded[:h, :w] = image
+    lab = np.full((ph, pw), ignore_index, dtype=label.dtype)
+    lab[:h, :w] = label
+    return padded, lab
+
+
+def prepare_pair(
+    image: np.ndarray,
+    label: np.ndarray,
+    image_size: tuple[int, int],
+    augment: bool,
+    seed: int,
+    scale_range: tuple[float, float] = (0.75, 1.5),
+    flip: bool = True,
+    fit: bool = False,
+    ignore_index: int = 255,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A full-resolution `uint8` image/label pair → the network's `float32 [3, H, W]` image and `int64 [H, W]`
+    label, as every dataset read from files does it.
+
+    `base` is the factor that makes the image just cover `image_size`. Train (`augment`): rescale by
+    `base · s`, `s ~ U(scale_range)`, random `image_size` crop (padded with ignore when smaller), random
+    horizontal flip (with `flip`), all drawn from `seed`. Otherwise resize by `base`; with `fit` (images of
+    several sizes, which must batch together) resize to fit inside `image_size` instead and pad up to it.
+    """
+    h, w = image.shape[:2]
+    th, tw = int(image_size[0]), int(image_size[1])
+    if augment:
+        rng = np.random.default_rng(seed)
+        base = max(th / h, tw / w)
+        image, label = random_scale(image, label, rng, scale_range, base)
+        image, label = random_crop(image, label, (th, tw), rng, ignore_index)
+        if flip:
+            image, label = random_hflip(image, label, rng)
+    elif fit:
+        s = min(th / h, tw / w)
+        image, lab = resize(image, label, (min(th, max(1, round(h * s))), min(tw, max(1, round(w * s)))))
+        assert lab is not None
+        image, label = pad_to(image, lab, (th, tw), ignore_index)
+    else:
+        base = max(th / h, tw / w)
+        image, lab = resize(image, label, (max(1, round(h * base)), max(1, round(w * base))))
+        assert lab is not None
+        label = lab
+    return normalize(image), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))

@@ -183,7 +183,7 @@ def _tree(spoil: str):
 def _inspect_bad_ids(tmp: Path, work, trained) -> list[str]:
     root = Path(_tree("id-outside-table")(tmp, work, trained)[-1])
     return ["data", "inspect", "--set", "data.name=cityscapes", "--set", f"data.root={root}",
-            "--set", f"data.image_size=[{H},{W}]", "--set", f"run.root={tmp / 'runs'}"]
+            "--set", f"data.image_size=[{2 * H},{2 * W}]", "--set", f"run.root={tmp / 'runs'}"]  # multiples of 32
 
 
 CITYSCAPES = [
