@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Phase:
-    """One stage of a training job: which model it trains (`role`: student | teacher | tutor), for how many
-    epochs, and what teaches it (`teacher_from`: "file" = the teacher model file, "tutor" = the frozen tutor
+    """One stage of a training job: which model it trains (`role`: student | teacher | tutor | baseline), for how
+    many epochs, and what teaches it (`teacher_from`: "file" = the teacher model file, "tutor" = the frozen tutor
     of the previous phase, None = no distillation)."""
 
     role: str
@@ -80,8 +80,11 @@ def kd_terms(dc: DistillConfig, num_classes: int, ignore_index: int = 255) -> li
     return terms
 
 
-def load_teacher(path: str | Path, num_classes: int, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a teacher model file; a file for another number of classes is a one-line UserError."""
+def load_teacher(path: str | Path, num_classes: int, map_location: str = "cpu",
+                 class_names: tuple[str, ...] | list[str] | None = None,
+                 dataset_version: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a teacher model file and check it was trained for this dataset: the number of classes, their names
+    and (where both record one) the dataset version must match; a mismatch is a one-line UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"teacher model file not found: {p}")
@@ -90,6 +93,15 @@ def load_teacher(path: str | Path, num_classes: int, map_location: str = "cpu") 
         raise UserError(
             f"teacher {p} predicts {info['num_classes']} classes but the dataset has {num_classes}"
         )
+    recorded = list(info.get("class_names") or [])
+    if class_names is not None and recorded and recorded != list(class_names):
+        diff = next(i for i, (a, b) in enumerate(zip(recorded, class_names)) if a != b)
+        raise UserError(f"teacher {p} was trained on other classes: its class {diff} is {recorded[diff]!r}, "
+                        f"the dataset's is {list(class_names)[diff]!r}")
+    theirs = (info.get("meta") or {}).get("dataset_version")
+    if dataset_version and theirs and theirs != dataset_version:
+        raise UserError(f"teacher {p} was trained on dataset version {theirs}, this dataset is {dataset_version}: "
+                        "train a teacher on it (nas train --model teacher)")
     return model, info
 
 
@@ -126,8 +138,8 @@ def plan_phases(cfg: ExperimentConfig, tutor_path: int | None) -> tuple[Phase, .
     """The job's phases in order (see :class:`Phase`)."""
     epochs = cfg.train.epochs
     kd = "file" if cfg.distill.losses else None
-    if cfg.train.model == "teacher":
-        return (Phase("teacher", epochs, kd),)
+    if cfg.train.model in ("teacher", "baseline"):
+        return (Phase(cfg.train.model, epochs, kd),)
     if tutor_path is None:
         return (Phase("student", epochs, kd),)
     tutor_epochs = cfg.distill.tutor_epochs or epochs

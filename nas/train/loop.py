@@ -1,4 +1,5 @@
-"""The retraining job: a derived student from scratch (or a teacher), with distillation, one checkpoint per epoch.
+"""The retraining job: a derived student from scratch (or a teacher, or a hand-designed baseline such as BiSeNetV2),
+with distillation, one checkpoint per epoch.
 
 FasterSeg's retraining recipe (DESIGN §5), scaled to the dataset: loss = OHEM cross-entropy on ``logits``
 + `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.train.chain`; SGD (or AdamW,
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from nas import distributed as dist
 from nas.config import ExperimentConfig, config_hash
-from nas.data import build_dataset, build_loader, class_weights, dataset_info
+from nas.data import build_dataset, build_loader, class_weights, dataset_info, dataset_version
 from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
 from nas.errors import UserError
@@ -50,12 +51,14 @@ from nas.train.chain import (
 )
 from nas.train.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, load_architecture
+from search_spaces.baselines import BASELINES, build_baseline
 from search_spaces.builder import build_network
 from search_spaces.hrnet import HRNET_PRESETS, build_hrnet
 from search_spaces.tutor import build_tutor
 from search_spaces.upsample import init_pixel_shuffle
 
-__all__ = ["CHECKPOINT", "TrainJob", "TrainResult", "run_train", "scores_table", "train_dir"]
+__all__ = ["CHECKPOINT", "TrainJob", "TrainResult", "check_train_config", "run_train", "scores_table", "train_dir",
+           "train_or_reuse"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,13 @@ def _nan_to_none(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
+def _baseline_name(baseline: Any) -> str:
+    """`family width W depth D` of a baseline description, for messages."""
+    if not isinstance(baseline, dict):
+        return "none"
+    return f"{baseline.get('family')} width {baseline.get('width')} depth {baseline.get('depth')}"
+
+
 def _arch_key(arch: Architecture | None) -> dict[str, Any] | None:
     if arch is None:
         return None
@@ -151,13 +161,27 @@ class TrainJob:
         self.phases: tuple[Phase, ...] = plan_phases(cfg, tutor_path)
         self.use_amp = bool(tc.amp and self.device.type == "cuda")
         self.model_kind = "hrnet" if tc.model == "teacher" and arch is None else "segnet"
+        self.baseline: dict[str, Any] | None = None  # {"family", "width", "depth"} of a hand-designed network
+        if tc.model == "baseline":
+            self.model_kind = "baseline"
+            self.baseline = {"family": tc.baseline, "width": tc.baseline_width, "depth": tc.baseline_depth}
         self.finished: dict[str, dict[str, torch.Tensor]] = {}
         self.start_phase, self.start_epoch, self.rows = 0, 0, 0
         self._resume: dict[str, Any] | None = None
         self.last_scores: SegScores | None = None
 
+    def _deploy_hw(self) -> tuple[int, int]:
+        """The input size the model file records (export and predict default to it): a searched or hand-designed
+        student's is the size its latency was priced at, a teacher's the size it was trained at."""
+        if self.model_kind == "hrnet":
+            return tuple(self.cfg.data.image_size)  # type: ignore[return-value]
+        return tuple(self.cfg.latency.input_hw)  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ building
     def _build_model(self, role: str) -> nn.Module:
+        if self.baseline is not None:
+            b = self.baseline
+            return build_baseline(b["family"], self.info.num_classes, width=b["width"], depth=b["depth"])
         if role == "teacher" and self.arch is None:
             return build_hrnet(self.cfg.train.hrnet_preset, self.info.num_classes)
         assert self.arch is not None
@@ -325,6 +349,7 @@ class TrainJob:
             "model_kind": self.model_kind,
             "arch": _arch_key(self.arch),
             "hrnet_preset": self.cfg.train.hrnet_preset if self.model_kind == "hrnet" else None,
+            "baseline": self.baseline,
             "phases": [[p.role, p.epochs] for p in self.phases],
             "tutor_path": self.tutor_path,
             "model": st.model.state_dict(),
@@ -341,6 +366,11 @@ class TrainJob:
         """Continue after the checkpoint `state` (validated against this job)."""
         if state.get("kind") != "train":
             raise UserError(f"{path} is not a training checkpoint")
+        theirs = state.get("baseline")
+        if self.baseline is not None and state.get("model_kind") == "baseline" and theirs != self.baseline:
+            raise UserError(f"checkpoint {path} holds another baseline ({_baseline_name(theirs)}) "
+                            f"than the one given ({_baseline_name(self.baseline)}): pass the same --baseline / "
+                            "--width / train.baseline_depth, or choose another --name")
         if state.get("model_kind") != self.model_kind or state.get("arch") != _arch_key(self.arch) or (
             self.model_kind == "hrnet" and state.get("hrnet_preset") != self.cfg.train.hrnet_preset
         ):
@@ -416,6 +446,8 @@ class TrainJob:
         cfg, info = self.cfg, self.info
         model = leader_of(model)
         meta = {"config_hash": config_hash(cfg), "seed": cfg.run.seed, "role": self.phases[-1].role,
+                "dataset": info.name, "dataset_version": dataset_version(cfg.data),
+                "train_hw": list(cfg.data.image_size),
                 "epochs": cfg.train.epochs, "kd": list(cfg.distill.losses), "tutor_path": self.tutor_path,
                 "online": cfg.distill.online, "val_miou": scores.miou}
         model_path = self.run.file("model.pt")
@@ -429,7 +461,8 @@ class TrainJob:
             model_path, model, self.model_kind, info.num_classes,
             arch=self.arch.to_dict() if self.arch is not None else None,
             hrnet={"preset": cfg.train.hrnet_preset} if self.model_kind == "hrnet" else None,
-            class_names=info.class_names, palette=info.palette, input_hw=tuple(cfg.data.image_size), meta=meta,
+            baseline=self.baseline,
+            class_names=info.class_names, palette=info.palette, input_hw=self._deploy_hw(), meta=meta,
         )
         atomic_write_json(scores_path, {
             "miou": _nan_to_none(scores.miou),
@@ -443,8 +476,22 @@ class TrainJob:
         return TrainResult(self.run, model_path, scores_path, scores, info.class_names, params, files)
 
 
-def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Architecture | None, int | None]:
-    """Check everything a job needs before it writes anything; returns (architecture, tutor path)."""
+def _check_baseline(cfg: ExperimentConfig, arch_path: str | Path | None) -> None:
+    """`--model baseline`: a registered family, finite multipliers > 0, no architecture file."""
+    tc = cfg.train
+    if tc.baseline not in BASELINES:
+        raise UserError(f"train.baseline: unknown baseline family {tc.baseline!r} "
+                        f"(known: {', '.join(BASELINES.names())})")
+    for key, value in (("baseline_width", tc.baseline_width), ("baseline_depth", tc.baseline_depth)):
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"train.{key} must be a finite number > 0, got {value}")
+    if arch_path is not None:
+        raise UserError("--arch was given but --model baseline trains a hand-designed network "
+                        f"(train.baseline={tc.baseline}): leave --arch out, or use --model student")
+
+
+def check_train_config(cfg: ExperimentConfig) -> None:
+    """The training checks that need neither files nor data: schedule, KD losses and online KD settings."""
     tc, dc = cfg.train, cfg.distill
     info = dataset_info(cfg.data)
     if tc.epochs < 1:
@@ -453,11 +500,22 @@ def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Arch
         raise UserError(f"train.iters_per_epoch cannot be negative, got {tc.iters_per_epoch}")
     kd_terms(dc, info.num_classes, info.ignore_index)
     check_online(cfg)
+    if tc.model == "baseline":
+        _check_baseline(cfg, None)
+
+
+def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Architecture | None, int | None]:
+    """Check everything a job needs before it writes anything; returns (architecture, tutor path)."""
+    tc, dc = cfg.train, cfg.distill
+    info = dataset_info(cfg.data)
+    check_train_config(cfg)
     if dc.losses and not dc.teacher:
         raise UserError(f"KD losses {list(dc.losses)} need a teacher model file: pass --teacher MODEL.pt "
                         "(distill.teacher), e.g. the model.pt of `nas train --model teacher`")
     arch = None
-    if tc.model == "student" or tc.teacher_arch == "searched":
+    if tc.model == "baseline":
+        _check_baseline(cfg, arch_path)
+    elif tc.model == "student" or tc.teacher_arch == "searched":
         if arch_path is None:
             raise UserError(f"training a {'student' if tc.model == 'student' else 'searched teacher'} needs "
                             "--arch ARCH.json")
@@ -474,19 +532,22 @@ def _validate(cfg: ExperimentConfig, arch_path: str | Path | None) -> tuple[Arch
 
 
 def run_train(cfg: ExperimentConfig, arch_path: str | Path | None = None, resume: bool = False) -> TrainResult:
-    """Train (or resume) a student from `arch_path`, or a teacher (`cfg.train.model == "teacher"`), in
-    :func:`train_dir`; returns the deployable model's path and its final val scores.
+    """Train (or resume) a student from `arch_path`, a teacher (`cfg.train.model == "teacher"`) or a baseline
+    family (`"baseline"`: `train.baseline` at `train.baseline_width` / `baseline_depth`) in :func:`train_dir`;
+    returns the deployable model's path and its final val scores.
 
-    Refused with a one-line :class:`UserError` before anything is written: an invalid architecture file, KD
-    losses without a teacher, a teacher or architecture for another number of classes, a checkpoint of
-    another architecture, `resume` without a checkpoint, or a fresh start over an existing one.
+    Refused with a one-line :class:`UserError` before anything is written: an invalid architecture file, an
+    unknown baseline family or multiplier, KD losses without a teacher, a teacher or architecture for another
+    number of classes, a checkpoint of another architecture (or baseline family / width), `resume` without a
+    checkpoint, or a fresh start over an existing one.
     """
     dist.setup(cfg.run.device)
     arch, tutor_path = _validate(cfg, arch_path)
     info = dataset_info(cfg.data)
     teacher = None
     if cfg.distill.losses:
-        teacher, _ = load_teacher(cfg.distill.teacher, info.num_classes)  # type: ignore[arg-type]
+        teacher, _ = load_teacher(cfg.distill.teacher, info.num_classes,  # type: ignore[arg-type]
+                                  class_names=info.class_names, dataset_version=dataset_version(cfg.data))
     path = train_dir(cfg)
     ckpt = path / CHECKPOINT
     state = dist.from_main(lambda: resume_checkpoint(ckpt, resume, "a training run"))
