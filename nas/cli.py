@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "nas.commands.export",
     "nas.commands.predict",
     "nas.commands.study",
+    "nas.commands.run",
 )
 
 
@@ -50,7 +51,11 @@ def config_from_args(args: argparse.Namespace):  # -> ExperimentConfig
         overrides.append(f"run.name={args.name}")
     if getattr(args, "device", None):
         overrides.append(f"run.device={args.device}")
-    return load_config(args.config, overrides)
+    from nas.checks import check_config
+
+    cfg = load_config(args.config, overrides)
+    check_config(cfg)
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:

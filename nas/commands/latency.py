@@ -57,21 +57,11 @@ def _widths(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nas.latency.cache import backend_for_table, open_table
-    from nas.latency.validate import calibration_seed, fit_correction, random_networks
+    from nas.latency.cache import prepare_table
 
     cfg, spec, device = _setup(args)
-    stems, heads = _widths(cfg)
-    table = open_table(replace(cfg.latency, table=None), spec, stems, heads, device=device)
-    if args.out:
-        table.save(args.out)
-    if cfg.latency.calibrate > 0 and table.correction is None:
-        backend = backend_for_table(cfg.latency, table, device)
-        archs = random_networks(spec, cfg.latency.calibrate, seed=calibration_seed(cfg.latency),
-                                stem_width=stems[0], head_width=heads[0])
-        shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-        corr = fit_correction(table, archs, backend, shape, rounds=cfg.latency.validate_rounds)
-        table.save()
+    table, corr = prepare_table(cfg, spec, device, out=args.out)
+    if corr is not None:
         print(f"correction fitted on {corr['n']} networks: measured ≈ {corr['scale']:.3f} · sum + {corr['offset_ms']:.2f} ms")
     print(f"latency table: {table.path} ({len(table.entries)} entries)")
     return 0

@@ -29,6 +29,7 @@ def _search(args: argparse.Namespace) -> int:
     from nas.cli import config_from_args
     from nas.distributed import is_main
     from nas.io import load_checkpoint
+    from nas.lock import job_lock
     from nas.plots import evolution_data, render_evolution, render_trellis, trellis_diagram
     from nas.search import run_search
     from nas.search.loop import CHECKPOINT
@@ -37,12 +38,13 @@ def _search(args: argparse.Namespace) -> int:
         args.overrides = [*args.overrides, f"search.strategy={args.strategy}"]
     cfg = config_from_args(args)
     try:
-        if cfg.search.strategy == "native":
-            result = run_search(cfg, resume=args.resume)
-        else:
-            from nas.nni_backend import run_nni_search
+        with job_lock(f"{cfg.run.root}/{cfg.run.name}", "nas search"):
+            if cfg.search.strategy == "native":
+                result = run_search(cfg, resume=args.resume)
+            else:
+                from nas.nni_backend import run_nni_search
 
-            result = run_nni_search(cfg, resume=args.resume)
+                result = run_nni_search(cfg, resume=args.resume)
     except KeyboardInterrupt:
         print(f"nas search: interrupted; the last finished epoch is saved in {cfg.run.root}/{cfg.run.name}/"
               f"{CHECKPOINT}: continue with --resume", file=sys.stderr)

@@ -1,7 +1,7 @@
 """ONNX export with the legacy (TorchScript-based) exporter: input "image", output "logits", dynamic batch axis.
 
 The dynamo exporter needs onnxscript, which the `onnx` extra does not install, so `dynamo=False`. Height and
-width stay those of the example (the network's shape arithmetic is traced), only the batch is dynamic. The
+width stay those of the example unless `dynamic_hw` (then the traced shape arithmetic follows the input). The
 model is checked with `onnx.checker` before the file is written (atomically); onnx and onnxruntime are optional
 and imported only here, with an error that names the extra.
 """
@@ -49,8 +49,10 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> Artifact:
-    """Export the logits of `model` at `example`'s size `[B, 3, H, W]` (any batch) to `path`, checked by onnx."""
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17,
+                dynamic_hw: bool = False) -> Artifact:
+    """Export the logits of `model` at `example`'s size `[B, 3, H, W]` (any batch; any height and width too with
+    `dynamic_hw`) to `path`, checked by onnx."""
     onnx = require_onnx()
     wrapper = logits_only(model)
     buf = io.BytesIO()
@@ -61,7 +63,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
             torch.onnx.export(
                 wrapper, (example,), buf, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes=_dynamic_axes(dynamic_hw),
             )
     except Exception as exc:  # the exporter raises many types for unsupported ops or opsets
         raise UserError(f"ONNX export (opset {opset}) failed: {_first_line(exc)}") from None
@@ -70,7 +72,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     except Exception as exc:
         raise UserError(f"the exported ONNX model does not pass onnx.checker: {_first_line(exc)}") from None
-    return Artifact("onnx", atomic_write_bytes(path, data), f"onnx-legacy-opset{opset}")
+    method = f"onnx-legacy-opset{opset}" + ("-dynamic-hw" if dynamic_hw else "")
+    return Artifact("onnx", atomic_write_bytes(path, data), method)
+
+
+def _dynamic_axes(dynamic_hw: bool) -> dict[str, dict[int, str]]:
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    return {INPUT_NAME: dict(axes), OUTPUT_NAME: dict(axes)}
 
 
 def onnx_session(path: str | Path, threads: int = 0) -> Any:

@@ -3,7 +3,8 @@
 :func:`check_inputs` gives the inputs the comparison runs on: a seeded random batch of two (which also checks
 the dynamic batch axis) and a few real val images of the configured dataset. :func:`verify_artifact` runs an
 exported file on them (TorchScript through `torch.jit.load`, ONNX through an ONNX Runtime session) and reports
-max |exported − eager| on the logits; above `atol` the file is removed and a UserError names the format and the
+max |exported − eager| on the logits; above `atol + rtol · max |eager logits|` (float32 rounding grows with the
+logits' size, as in numpy's `allclose`) the file is removed and a UserError names the format and the
 difference, so no unchecked export is left behind. :func:`measure_latencies` times eager torch, TorchScript and
 ONNX Runtime on the CPU at one input size with the same thread count.
 """
@@ -42,10 +43,16 @@ class Verification:
     atol: float
     diffs: dict[str, float] = field(default_factory=dict)  # input set name → max abs difference on it
     logit_scale: float = 0.0  # max |eager logits| over the inputs: float32 rounding grows with it
+    rtol: float = 0.0
+
+    @property
+    def tolerance(self) -> float:
+        """What the difference may reach: `atol + rtol · logit_scale`."""
+        return self.atol + self.rtol * self.logit_scale
 
     @property
     def ok(self) -> bool:
-        return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.atol
+        return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.tolerance
 
 
 def check_inputs(input_hw: tuple[int, int], data: DataConfig | None = None, n_real: int = 4,
@@ -106,8 +113,9 @@ def _max_abs(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def verify_artifact(artifact: Artifact, model: nn.Module, inputs: dict[str, torch.Tensor], atol: float,
-                    threads: int = 0) -> Verification:
-    """Compare the exported file with eager `model` on every input batch; above `atol`, delete it and raise."""
+                    threads: int = 0, rtol: float = 0.0) -> Verification:
+    """Compare the exported file with eager `model` on every input batch; above `atol + rtol · max |logits|`,
+    delete it and raise."""
     wrapper = logits_only(model)
     device = next(iter(model.parameters()), torch.empty(0)).device
     try:
@@ -123,15 +131,17 @@ def verify_artifact(artifact: Artifact, model: nn.Module, inputs: dict[str, torc
         Path(artifact.path).unlink(missing_ok=True)
         raise
     result = Verification(artifact.format, str(artifact.path), max(diffs.values(), default=math.inf), atol, diffs,
-                          scale)
+                          scale, rtol)
     if not result.ok:
         Path(artifact.path).unlink(missing_ok=True)
         worst = max(diffs, key=lambda k: diffs[k])
         raise UserError(
             f"{artifact.format} export does not match the eager model: max |exported - eager| on the logits is "
-            f"{result.max_abs_diff:.3g} on the {worst} inputs, above export.atol={atol:g}; removed {artifact.path}"
+            f"{result.max_abs_diff:.3g} on the {worst} inputs, above export.atol + export.rtol · {scale:.3g} = "
+            f"{result.tolerance:.3g}; removed {artifact.path}"
         )
-    log.info("%s export matches eager: max abs diff %.3g (atol %g)", artifact.format, result.max_abs_diff, atol)
+    log.info("%s export matches eager: max abs diff %.3g (tolerance %.3g)", artifact.format, result.max_abs_diff,
+             result.tolerance)
     return result
 
 

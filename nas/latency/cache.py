@@ -21,7 +21,8 @@ from nas.latency.table import LatencyTable, build_table, cache_key
 from nas.latency.units import enumerate_units
 from search_spaces.arch import SpaceSpec
 
-__all__ = ["make_backend", "backend_for_table", "speed_reference", "current_provenance", "table_path", "open_table"]
+__all__ = ["make_backend", "backend_for_table", "speed_reference", "current_provenance", "table_path", "open_table",
+           "prepare_table"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,25 @@ def open_table(cfg: LatencyConfig, spec: SpaceSpec, stem_widths: tuple[float, ..
         return LatencyTable.load(path)
     units = list(enumerate_units(spec, tuple(cfg.input_hw), stem_widths, head_widths, batch=cfg.batch))
     return build_table(units, backend, prov, path, progress=progress, rounds=cfg.rounds)
+
+
+def prepare_table(cfg: Any, spec: SpaceSpec, device: str | torch.device = "cpu",
+                  out: str | Path | None = None) -> tuple[LatencyTable, dict[str, Any] | None]:
+    """What `nas latency build` does: measure (or resume) the table of `cfg.latency` for the student widths of
+    `cfg.space`, save a copy to `out` if given, and fit its whole-network correction once (`latency.calibrate`
+    random networks). Returns the table and the correction fitted now (None when there was nothing to fit)."""
+    from nas.latency.validate import calibration_seed, fit_correction, random_networks
+
+    stems, heads = (cfg.space.student_stem_width, 1.0), (cfg.space.student_head_width, 1.0)
+    table = open_table(replace(cfg.latency, table=None), spec, stems, heads, device=device)
+    if out:
+        table.save(out)
+    corr = None
+    if cfg.latency.calibrate > 0 and table.correction is None:
+        backend = backend_for_table(cfg.latency, table, device)
+        archs = random_networks(spec, cfg.latency.calibrate, seed=calibration_seed(cfg.latency),
+                                stem_width=stems[0], head_width=heads[0])
+        shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+        corr = fit_correction(table, archs, backend, shape, rounds=cfg.latency.validate_rounds)
+        table.save()
+    return table, corr

@@ -155,8 +155,8 @@ def test_a_failed_check_raises_and_leaves_no_file(fmt, files, inputs, tmp_path):
     export = export_torchscript if fmt == "torchscript" else export_onnx
     art = export(model, inputs["random"][:1], path)
     (_tamper_torchscript if fmt == "torchscript" else _tamper_onnx)(path)
-    with pytest.raises(UserError, match=rf"{fmt} export does not match .* above export.atol=0.0001"):
-        verify_artifact(art, model, inputs, ATOL)
+    with pytest.raises(UserError, match=rf"{fmt} export does not match .* above export.atol \+ export.rtol"):
+        verify_artifact(art, model, inputs, ATOL, rtol=1e-5)
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -254,3 +254,39 @@ def test_weights_not_fitting_is_a_user_error(files, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "do not fit" in err[0]
+
+
+@pytest.mark.parametrize("kind", ["pixel_shuffle", "quickstart", "hrnet"])
+def test_dynamic_onnx_matches_eager_at_other_sizes(kind, files, tmp_path):
+    model, _ = load_model(files[kind])
+    g = torch.Generator().manual_seed(2)
+    art = export_onnx(model, torch.randn(1, 3, *HW, generator=g), tmp_path / "model.onnx", dynamic_hw=True)
+    assert art.method.endswith("-dynamic-hw")
+    session = onnx_session(art.path)
+    for hw in (HW, (96, 160), (128, 256)):
+        x = torch.randn(1, 3, *hw, generator=g)
+        with torch.no_grad():
+            ref = model(x)["logits"].numpy()
+        (out,) = session.run(None, {"image": x.numpy()})
+        assert out.shape == ref.shape
+        assert float(np.abs(out - ref).max()) <= ATOL
+
+
+def test_cli_export_dynamic_reports_the_second_size(files, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert main(["export", "--checkpoint", str(files["quickstart"]), "--out", str(out), "--format", "onnx",
+                 "--dynamic", "--set", "export.measure_latency=false", "--set", "export.real_images=0"]) == 0
+    report = json.loads((out / "export_report.json").read_text())
+    row = report["formats"]["onnx"]
+    assert report["dynamic_hw"] is True and row["dynamic_hw"] is True
+    assert row["second_size"] == f"{HW[0] + 32}x{HW[1] + 64}" and row["second_max_abs_diff"] <= ATOL
+    assert "dynamic height/width" in capsys.readouterr().out
+
+
+def test_tolerance_grows_with_the_logits_scale():
+    from nas.export.verify import Verification
+
+    small = Verification("onnx", "m.onnx", 2e-4, 1e-4, logit_scale=5.0, rtol=1e-5)
+    large = Verification("onnx", "m.onnx", 2e-4, 1e-4, logit_scale=20.0, rtol=1e-5)
+    assert small.tolerance == pytest.approx(1.5e-4) and not small.ok
+    assert large.tolerance == pytest.approx(3e-4) and large.ok

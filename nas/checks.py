@@ -1,0 +1,35 @@
+"""Checks of a resolved configuration that need no data, no files and no training: every job runs them before
+it generates, reads or writes anything, so a mistake costs nothing but a one-line error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas.errors import ConfigError
+
+__all__ = ["check_config"]
+
+
+def _positive_pair(value: tuple[int, int], key: str) -> None:
+    if min(value) < 1:
+        raise ConfigError(f"config key '{key}': sizes must be positive, got {list(value)}")
+
+
+def check_config(cfg: Any) -> None:
+    """Raise a one-line ConfigError for a value no job can use (negative counts, empty sizes, unknown dataset)."""
+    run, data = cfg.run, cfg.data
+    if run.threads < 0:
+        raise ConfigError(f"config key 'run.threads': must be 0 (torch's default) or positive, got {run.threads}")
+    if run.log_every < 0:
+        raise ConfigError(f"config key 'run.log_every': cannot be negative, got {run.log_every}")
+    if data.batch_size < 1:
+        raise ConfigError(f"config key 'data.batch_size': must be positive, got {data.batch_size}")
+    if data.workers < 0:
+        raise ConfigError(f"config key 'data.workers': cannot be negative, got {data.workers}")
+    _positive_pair(data.image_size, "data.image_size")
+    _positive_pair(cfg.latency.input_hw, "latency.input_hw")
+    if cfg.search.latency_target_ms < 0:
+        raise ConfigError(f"config key 'search.latency_target_ms': cannot be negative, got {cfg.search.latency_target_ms}")
+    from nas.data import check_data_config
+
+    check_data_config(data)
