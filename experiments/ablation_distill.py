@@ -89,7 +89,7 @@ def _cfg(common: list[str], name: str, seed: int, extra: tuple[str, ...] = ()):
 
 def seconds_per_epoch(cfg: Any) -> float:
     """Training seconds of the run of `cfg` (every phase in its ``metrics.csv``) per student epoch."""
-    from nas.train import train_dir
+    from nas.trainer import train_dir
 
     with (train_dir(cfg) / "metrics.csv").open(newline="") as fh:
         seconds = sum(float(r["seconds"]) for r in csv.DictReader(fh))
@@ -108,7 +108,7 @@ def _latency_ms(model_path: str, hw: tuple[int, int], threads: int) -> float:
 
 def run_row(row: str, arch_path: Path, teacher: Path, common: list[str], seeds: list[int]) -> dict[str, Any]:
     """Train one row for every seed (cached) and summarise it."""
-    from nas.train import train_or_reuse
+    from nas.trainer import train_or_reuse
 
     overrides, _ = ROWS[row]
     if any(o.startswith("distill.losses") for o in overrides):
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.config import load_config
     from nas.errors import UserError
     from nas.io import atomic_write_csv
-    from nas.train import train_or_reuse
+    from nas.trainer import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
 
     torch.set_num_threads(args.threads)

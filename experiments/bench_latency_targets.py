@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nas.config import load_config
     from nas.io import atomic_write_csv
-    from nas.search import run_search
+    from nas.searcher import run_search
     from search_spaces.arch import load_architecture
 
     runs: list[tuple[float, Any, Path, float]] = []

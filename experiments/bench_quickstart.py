@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    from bench_search_quality import similar_random_architectures
 
     import nas
-    from bench_search_quality import similar_random_architectures
     from nas.io import atomic_write_csv
     from nas.latency.table import LatencyTable
-    from nas.train import train_or_reuse
+    from nas.trainer import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
 
     work = Path(args.work)

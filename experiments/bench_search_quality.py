@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from nas.config import load_config
     from nas.io import atomic_write_csv
     from nas.latency.table import LatencyTable
-    from nas.search import run_search
-    from nas.train import train_or_reuse
+    from nas.searcher import run_search
+    from nas.trainer import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
 
     cfg = load_config(args.config, args.set)

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nas.config import ExperimentConfig
-    from nas.export.job import ExportResult
+    from nas.exporter.job import ExportResult
     from nas.pipeline import PipelineResult
-    from nas.search.loop import SearchResult
-    from nas.train.loop import TrainResult
+    from nas.searcher.loop import SearchResult
+    from nas.trainer.loop import TrainResult
 
 __all__ = ["load_config", "load_model", "predict", "search", "train", "export", "run"]
 
@@ -81,13 +81,13 @@ def search(cfg: ConfigLike = None, overrides: list[str] | tuple[str, ...] = (), 
            ) -> SearchResult:
     """The latency-constrained search in ``<run.root>/<run.name>``; `resume` None continues a checkpoint if
     there is one."""
-    from nas.search.loop import CHECKPOINT
+    from nas.searcher.loop import CHECKPOINT
 
     c = load_config(cfg, overrides)
     if resume is None:
         resume = (Path(c.run.root) / c.run.name / CHECKPOINT).is_file()
     if c.search.strategy == "native":
-        from nas.search import run_search
+        from nas.searcher import run_search
 
         return run_search(c, resume=resume)
     from nas.nni_backend import run_nni_search
@@ -99,7 +99,7 @@ def train(cfg: ConfigLike = None, arch: str | Path | None = None, overrides: lis
           resume: bool | None = None) -> TrainResult:
     """Retrain a student from `arch` (with the config's distillation) or train a teacher
     (``train.model=teacher``); `resume` None continues a checkpoint if there is one."""
-    from nas.train.loop import CHECKPOINT, run_train, train_dir
+    from nas.trainer.loop import CHECKPOINT, run_train, train_dir
 
     c = load_config(cfg, overrides)
     if resume is None:
@@ -110,8 +110,8 @@ def train(cfg: ConfigLike = None, arch: str | Path | None = None, overrides: lis
 def export(checkpoint: str | Path, cfg: ConfigLike = None, overrides: list[str] | tuple[str, ...] = (),
            **options: Any) -> ExportResult:
     """Export a model file to TorchScript / ONNX / JSON, checked against eager; `options` are those of
-    :func:`nas.export.job.run_export` (formats, out, input_hw, dynamic)."""
-    from nas.export.job import run_export
+    :func:`nas.exporter.job.run_export` (formats, out, input_hw, dynamic)."""
+    from nas.exporter.job import run_export
 
     return run_export(load_config(cfg, overrides), checkpoint, **options)
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nas.metrics import ConfusionMatrix, SegScores
-from nas.train.losses import resize_logits
+from nas.trainer.losses import resize_logits
 
 __all__ = ["evaluate"]
 

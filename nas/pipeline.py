@@ -107,7 +107,7 @@ def _stage_paths(run: Path, stage: str) -> list[Path]:
 
 def _check_before_work(cfg: ExperimentConfig, teacher: str | None) -> None:
     """Every check that needs no data and no training, so a mistake is refused before anything is written."""
-    from nas.train.loop import check_train_config
+    from nas.trainer.loop import check_train_config
 
     if cfg.search.latency_target_ms <= 0:
         log.warning("search.latency_target_ms is 0: the search runs without a latency constraint")
@@ -188,8 +188,8 @@ def _latency(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | Non
 
 
 def _search(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
-    from nas.search import run_search
-    from nas.search.loop import CHECKPOINT
+    from nas.searcher import run_search
+    from nas.searcher.loop import CHECKPOINT
 
     resume = (run / CHECKPOINT).is_file()
     if cfg.search.strategy == "native":
@@ -204,8 +204,8 @@ def _search(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None
 
 def _teacher(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
     from nas.data import dataset_info, dataset_version
-    from nas.train.chain import load_teacher
-    from nas.train.loop import train_or_reuse
+    from nas.trainer.chain import load_teacher
+    from nas.trainer.loop import train_or_reuse
 
     if not cfg.distill.losses:
         return {"model": None, "skipped": "no KD losses configured"}
@@ -221,7 +221,7 @@ def _teacher(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | Non
 
 
 def _student(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
-    from nas.train.loop import train_or_reuse
+    from nas.trainer.loop import train_or_reuse
 
     teacher_file = outputs.get("teacher", {}).get("model")
     scfg = replace(cfg, train=replace(cfg.train, model="student"),
@@ -232,7 +232,7 @@ def _student(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | Non
 
 
 def _export(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
-    from nas.export.job import run_export
+    from nas.exporter.job import run_export
 
     res = run_export(cfg, outputs["student"]["model"])
     lat = res.report.get("latency_ms") or {}

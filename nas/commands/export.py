@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     from nas.cli import add_config_args
-    from nas.export import FORMATS
+    from nas.exporter import FORMATS
 
     p = sub.add_parser("export", help="export a model file to TorchScript / ONNX / JSON, checked against eager")
     p.add_argument("--checkpoint", required=True, metavar="MODEL.pt", help="a deployable model file (a run's model.pt)")
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from nas.cli import config_from_args
-    from nas.export.job import print_export_table, run_export
+    from nas.exporter.job import print_export_table, run_export
 
     cfg = config_from_args(args)
     result = run_export(cfg, args.checkpoint, formats=args.formats, out=args.out, input_hw=args.input,

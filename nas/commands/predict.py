@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from nas.data import colorize
     from nas.device import resolve_device
-    from nas.export.job import resolve_input_hw
+    from nas.exporter.job import resolve_input_hw
     from nas.inference import model_palette, overlay, predict_image, read_image, write_png
     from nas.models import open_model_file
 

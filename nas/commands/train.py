@@ -92,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
     from nas.cli import config_from_args
     from nas.distributed import is_main
     from nas.lock import job_lock
-    from nas.train.loop import CHECKPOINT, run_train, scores_table, train_dir
+    from nas.trainer.loop import CHECKPOINT, run_train, scores_table, train_dir
 
     args.overrides = [*args.overrides, *overrides_from_args(args)]  # shortcuts win, as --name and --device do
     cfg = config_from_args(args)

@@ -46,8 +46,8 @@ from nas.nni_backend import NNI_VERSION, STRATEGIES, require_nni
 from nas.nni_backend.convert import LabelLayout, architecture_from_choice, one_hot_logits, probs_from_logits
 from nas.nni_backend.space import FasterSegModelSpace
 from nas.optim import make_optimizer
-from nas.search.loop import CHECKPOINT, SearchResult, arch_entropies, finish_student
-from nas.train.losses import OhemCrossEntropy
+from nas.searcher.loop import CHECKPOINT, SearchResult, arch_entropies, finish_student
+from nas.trainer.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.registry import space_from_config
 

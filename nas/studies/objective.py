@@ -1,7 +1,7 @@
 """One study trial: sample hyperparameters → search → derive → short retrain with distillation → measure.
 
-A trial is the ordinary pipeline run with `--set`-style overrides: :func:`nas.search.run_search` writes to
-``<study dir>/trial_<n>/``, :func:`nas.train.run_train` retrains the derived student in ``trial_<n>/student/``
+A trial is the ordinary pipeline run with `--set`-style overrides: :func:`nas.searcher.run_search` writes to
+``<study dir>/trial_<n>/``, :func:`nas.trainer.run_train` retrains the derived student in ``trial_<n>/student/``
 (distilled from the study's teacher when the trial's `kd` asks for it), and the deployable model is timed with
 the configured latency backend on the configured device. The trial returns (val mIoU ↑, latency ms ↓), sets
 the latency budget as a constraint (``trial.set_constraint``; ≤ 0 is feasible), stores a compact summary in
@@ -64,8 +64,8 @@ def trial_dir(study_dir: str | Path, number: int) -> Path:
 def ensure_teacher(base: ExperimentConfig, study_dir: str | Path) -> Path:
     """The teacher model file KD trials distil from: `study.teacher`, else an HRNet (`train.hrnet_preset`)
     trained once per study in ``<study dir>/teacher/`` (workers wait on a lock; an interrupted one resumes)."""
-    from nas.train import run_train
-    from nas.train.loop import CHECKPOINT
+    from nas.trainer import run_train
+    from nas.trainer.loop import CHECKPOINT
 
     if base.study.teacher:
         path = Path(base.study.teacher)
@@ -92,7 +92,7 @@ def measure_model_latency(model: torch.nn.Module, cfg: ExperimentConfig) -> floa
     """Median latency (ms) of the deployable `model` at `latency.input_hw` and `latency.batch`, with the
     configured backend on `run.device`; the median of `latency.rounds` medians (CPU timings normalised by the
     device's speed reference, where the fastest round is an outlier as often as the slowest)."""
-    from nas.export import logits_only
+    from nas.exporter import logits_only
     from nas.latency.cache import make_backend
 
     lc = cfg.latency
@@ -148,10 +148,10 @@ class TrialObjective:
 
     def __call__(self, trial: Any) -> tuple[float, float]:
         from nas.models import load_model
-        from nas.search import run_search
-        from nas.search.loop import CHECKPOINT as SEARCH_CKPT
-        from nas.train import run_train
-        from nas.train.loop import CHECKPOINT as TRAIN_CKPT
+        from nas.searcher import run_search
+        from nas.searcher.loop import CHECKPOINT as SEARCH_CKPT
+        from nas.trainer import run_train
+        from nas.trainer.loop import CHECKPOINT as TRAIN_CKPT
 
         origin = _retried_number(trial)
         number = origin if origin is not None else trial.number

@@ -35,8 +35,8 @@ from nas.config import load_config
 from nas.data import build_loader
 from nas.errors import UserError
 from nas.io import RunDir, load_checkpoint
-from nas.search.loop import SearchJob
-from nas.train.loop import TrainJob
+from nas.searcher.loop import SearchJob
+from nas.trainer.loop import TrainJob
 from search_spaces.arch import load_architecture, save_architecture
 from search_spaces.random_arch import random_architecture
 from search_spaces.registry import space_spec

@@ -18,7 +18,7 @@ from nas.config import load_config  # noqa: E402
 from nas.nni_backend import STRATEGIES, run_nni_search  # noqa: E402
 from nas.nni_backend.convert import LabelLayout, architecture_from_choice  # noqa: E402
 from nas.nni_backend.space import FasterSegModelSpace  # noqa: E402
-from nas.train import run_train  # noqa: E402
+from nas.trainer import run_train  # noqa: E402
 from search_spaces.arch import load_architecture  # noqa: E402
 from search_spaces.builder import build_network  # noqa: E402
 from search_spaces.ops import SlimOperator  # noqa: E402

@@ -52,7 +52,7 @@ def work(tmp_path_factory, tiny_config) -> Work:
 def trained(work) -> Path:
     """A finished one-epoch retrain of arch0: the folder `student/` with train.ckpt, model.pt, config.yaml, ..."""
     from nas.config import load_config
-    from nas.train import run_train
+    from nas.trainer import run_train
 
     cfg = load_config(work.config, [f"run.root={work.root / 'runs'}", "run.name=trained", "train.iters_per_epoch=1"])
     return run_train(cfg, work.arch0).run_dir.path

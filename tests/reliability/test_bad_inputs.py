@@ -2,8 +2,8 @@
 problem, exit code 2, and leaves its folder exactly as it was (no partial output, nothing overwritten).
 
 Rows this matrix does not repeat because other tests already drive them through the CLI: `--set` with an unknown
-key or a wrong type (tests/test_cli.py, tests/search/test_search_cli.py: 4), a missing Cityscapes root
-(tests/test_cli_data.py: 1), a missing architecture file and KD without a teacher (tests/train/test_train_loop.py:
+key or a wrong type (tests/test_cli.py, tests/searcher/test_search_cli.py: 4), a missing Cityscapes root
+(tests/test_cli_data.py: 1), a missing architecture file and KD without a teacher (tests/trainer/test_train_loop.py:
 2), an unknown study, an unknown trial, a missing storage file, an unreachable PostgreSQL server and a study name
 with a path in it (tests/studies/test_study_cli.py: 6).
 """

@@ -29,8 +29,8 @@ def _stop_after_first_checkpoint(monkeypatch, module) -> None:
 
 def test_retrain_diverging_after_a_good_epoch_keeps_that_epochs_checkpoint(work, tmp_path, nas_cli, refused,
                                                                           intact, monkeypatch):
-    import nas.train.loop as loop
-    from nas.train import run_train
+    import nas.trainer.loop as loop
+    from nas.trainer import run_train
 
     cfg = load_config(work.config, [f"run.root={tmp_path}", "run.name=r", "train.epochs=3"])
     _stop_after_first_checkpoint(monkeypatch, loop)
@@ -68,8 +68,8 @@ def test_teacher_and_okddip_training_stop_on_nan(role, extra, work, tmp_path, na
 
 def test_search_diverging_after_a_good_epoch_keeps_that_epochs_checkpoint(work, tmp_path, nas_cli, refused,
                                                                          intact, monkeypatch):
-    import nas.search.loop as loop
-    from nas.search import run_search
+    import nas.searcher.loop as loop
+    from nas.searcher import run_search
 
     _stop_after_first_checkpoint(monkeypatch, loop)
     with pytest.raises(KeyboardInterrupt):

@@ -77,9 +77,9 @@ def test_nothing_read_from_a_file_is_executed():
                 flag = _kw(call, "allow_pickle")
                 assert flag is None or (isinstance(flag, ast.Constant) and flag.value is False), where
             if name == "torch.jit.load":
-                assert rel == "nas/export/torchscript.py", where
+                assert rel == "nas/exporter/torchscript.py", where
             if name == "load_torchscript":
-                assert rel == "nas/export/verify.py", where
+                assert rel == "nas/exporter/verify.py", where
     assert issubclass(nas.config._Loader, yaml.SafeLoader)
 
 

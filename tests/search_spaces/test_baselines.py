@@ -17,7 +17,7 @@ from nas.cli import main
 from nas.config import DataConfig
 from nas.data import dataset_info
 from nas.errors import UnknownNameError, UserError
-from nas.export import load_torchscript, onnx_session
+from nas.exporter import load_torchscript, onnx_session
 from nas.io import load_checkpoint, save_checkpoint
 from nas.latency.measure import TorchBackend
 from nas.models import load_model, save_model

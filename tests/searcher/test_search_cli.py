@@ -16,7 +16,7 @@ import torch
 
 from nas.config import load_config
 from nas.io import load_checkpoint
-from nas.search import run_search
+from nas.searcher import run_search
 
 pytestmark = pytest.mark.slow
 

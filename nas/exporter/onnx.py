@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nas.errors import UserError
-from nas.export.torchscript import Artifact, _first_line, logits_only
+from nas.exporter.torchscript import Artifact, _first_line, logits_only
 from nas.io import atomic_write_bytes
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "require_onnx", "require_onnxruntime", "export_onnx", "onnx_session"]

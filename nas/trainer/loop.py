@@ -2,7 +2,7 @@
 with distillation, one checkpoint per epoch.
 
 FasterSeg's retraining recipe (DESIGN §5), scaled to the dataset: loss = OHEM cross-entropy on ``logits``
-+ `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.train.chain`; SGD (or AdamW,
++ `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.trainer.chain`; SGD (or AdamW,
 `train.optimizer`) with the poly schedule lr_i = lr · (1 − i / N)^0.9 over the N iterations of a phase (DeepLab,
 Chen et al., TPAMI 2018, §4.1), gradient clipping, mixed precision on CUDA only. A holistic KD term's discriminator takes one step per
 iteration with its own optimiser.
@@ -40,7 +40,7 @@ from nas.io import RunDir, atomic_write_json, kept_checkpoint, resume_checkpoint
 from nas.metrics import SegScores
 from nas.models import save_model
 from nas.optim import make_optimizer
-from nas.train.chain import (
+from nas.trainer.chain import (
     Phase,
     check_online,
     kd_terms,
@@ -49,7 +49,7 @@ from nas.train.chain import (
     plan_phases,
     tutor_path_for,
 )
-from nas.train.losses import OhemCrossEntropy
+from nas.trainer.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, load_architecture
 from search_spaces.baselines import BASELINES, build_baseline
 from search_spaces.builder import build_network

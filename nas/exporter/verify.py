@@ -24,7 +24,7 @@ from torch import nn
 
 from nas.config import DataConfig
 from nas.errors import UserError
-from nas.export.torchscript import Artifact, load_torchscript, logits_only
+from nas.exporter.torchscript import Artifact, load_torchscript, logits_only
 
 __all__ = ["Verification", "check_inputs", "artifact_runner", "verify_artifact", "measure_latencies"]
 
@@ -93,7 +93,7 @@ def artifact_runner(artifact: Artifact, threads: int = 0) -> Runner:
 
         return run_ts
     if artifact.format == "onnx":
-        from nas.export.onnx import INPUT_NAME, onnx_session
+        from nas.exporter.onnx import INPUT_NAME, onnx_session
 
         sess = onnx_session(artifact.path, threads)
 
@@ -162,7 +162,7 @@ def measure_latencies(model: nn.Module, artifacts: Sequence[Artifact], input_hw:
             if artifact.format == "torchscript":
                 result["torchscript"] = torch_backend.measure(load_torchscript(artifact.path), [shape])
             elif artifact.format == "onnx":
-                from nas.export.onnx import INPUT_NAME, onnx_session
+                from nas.exporter.onnx import INPUT_NAME, onnx_session
 
                 sess = onnx_session(artifact.path, threads)
                 feed = {INPUT_NAME: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}

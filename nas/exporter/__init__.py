@@ -2,7 +2,7 @@
 
 Formats: ``torchscript`` (`model.ts`), ``onnx`` (`model.onnx`, needs the `onnx` extra) and ``json``
 (`model.arch.json`, the searched architecture; HRNet teachers have none). Every file is written atomically
-and every runnable one is compared with the eager model (:mod:`nas.export.verify`), as the house style asks.
+and every runnable one is compared with the eager model (:mod:`nas.exporter.verify`), as the house style asks.
 """
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.export.onnx import export_onnx, onnx_session, require_onnx, require_onnxruntime
-from nas.export.torchscript import Artifact, export_torchscript, load_torchscript, logits_only
-from nas.export.verify import Verification, artifact_runner, check_inputs, measure_latencies, verify_artifact
+from nas.exporter.onnx import export_onnx, onnx_session, require_onnx, require_onnxruntime
+from nas.exporter.torchscript import Artifact, export_torchscript, load_torchscript, logits_only
+from nas.exporter.verify import (
+    Verification,
+    artifact_runner,
+    check_inputs,
+    measure_latencies,
+    verify_artifact,
+)
 
 __all__ = [
     "FORMATS",

@@ -2,7 +2,7 @@
 
 Scripting keeps the network's Python control flow, so the file runs at any input size; tracing records one
 path for the example's shape and is only the fallback. Either way the file is written atomically and then
-compared with the eager model (:mod:`nas.export.verify`).
+compared with the eager model (:mod:`nas.exporter.verify`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from nas.io import RunDir, kept_checkpoint, resume_checkpoint, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
 from nas.optim import make_optimizer
-from nas.train.losses import OhemCrossEntropy
+from nas.trainer.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.derive import derive
 from search_spaces.fasterseg import Supernet, create_supernet

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-import nas.train.loop as loop
+import nas.trainer.loop as loop
 from nas.config import load_config
 from nas.errors import UserError
 from nas.io import load_checkpoint
 from nas.models import load_model
-from nas.train import run_train
+from nas.trainer import run_train
 from search_spaces.arch import save_architecture
 from search_spaces.builder import build_network
 from search_spaces.random_arch import random_architecture

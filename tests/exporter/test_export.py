@@ -1,4 +1,4 @@
-"""`nas.export` and `nas export`: TorchScript and ONNX match eager within 1e-4 on random and real inputs, a
+"""`nas.exporter` and `nas export`: TorchScript and ONNX match eager within 1e-4 on random and real inputs, a
 failed check leaves no file behind, the JSON round-trips, and the CLI writes the files or fails in one line."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nas.cli import main
 from nas.config import DataConfig, load_config
 from nas.data import dataset_info
 from nas.errors import UserError
-from nas.export import (
+from nas.exporter import (
     FILE_NAMES,
     check_inputs,
     export_json,
@@ -284,7 +284,7 @@ def test_cli_export_dynamic_reports_the_second_size(files, tmp_path, capsys):
 
 
 def test_tolerance_grows_with_the_logits_scale():
-    from nas.export.verify import Verification
+    from nas.exporter.verify import Verification
 
     small = Verification("onnx", "m.onnx", 2e-4, 1e-4, logit_scale=5.0, rtol=1e-5)
     large = Verification("onnx", "m.onnx", 2e-4, 1e-4, logit_scale=20.0, rtol=1e-5)

@@ -64,7 +64,7 @@ def resolve_input_hw(flag: str | tuple[int, int] | None, configured: tuple[int, 
 
 
 def _formats(requested: list[str] | tuple[str, ...]) -> list[str]:
-    from nas.export import FORMATS
+    from nas.exporter import FORMATS
 
     out: list[str] = []
     for f in requested:
@@ -99,7 +99,7 @@ def run_export(cfg: Any, checkpoint: str | Path, formats: list[str] | tuple[str,
                dynamic: bool | None = None) -> ExportResult:
     """Export the model file `checkpoint` as `cfg.export` says (arguments given here win); every input is
     checked before anything is written."""
-    from nas.export import check_inputs, measure_latencies, require_onnx, require_onnxruntime
+    from nas.exporter import check_inputs, measure_latencies, require_onnx, require_onnxruntime
     from nas.io import atomic_write_json
     from nas.models import open_model_file
 
@@ -139,7 +139,7 @@ def _write_and_check(model: Any, info: dict[str, Any], formats: list[str], out: 
                      hw: tuple[int, int], ec: Any, second: dict[str, Any] | None
                      ) -> tuple[dict[str, dict[str, Any]], list[Any], dict[str, Path]]:
     """Write each format; compare each runnable one with eager (a mismatch removes it and raises)."""
-    from nas.export import FILE_NAMES, export_json, export_onnx, export_torchscript, verify_artifact
+    from nas.exporter import FILE_NAMES, export_json, export_onnx, export_torchscript, verify_artifact
     from search_spaces.complexity import count_params
 
     example = inputs["random"][:1]
