@@ -1,0 +1,296 @@
+"""Does searching pay? Searched students against random architectures and hand-designed baselines, at equal latency.
+
+At each latency target (``--targets``, or ``auto``: the 20th / 50th / 80th percentiles of the table latency of
+random architectures of the space, i.e. spread over its reachable range):
+
+* ``searched``: the student of ``--searches`` independent searches (seeds 0, 1, …) under that target;
+* ``random``: ``--randoms`` architectures of the same space whose table latency is within ±5% of the target, all
+  drawn before any is trained by one sampler (:func:`draw_randoms`: each draw takes its cell widths from the next
+  window of two adjacent widths, upsamplers and branch pairs at random; rejection on table latency only);
+* ``baseline:<family>``: each hand-designed family (``search_spaces.baselines``) at the largest width whose
+  *measured* latency is within the target.
+
+Every network is retrained with one recipe (the config's ``train`` and ``distill`` sections: by default pixel KD
+from the shipped teacher for all), trained, evaluated, priced and measured at one input size (``data.image_size``
+= ``latency.input_hw``), and all are timed end to end in the same interleaved rounds at the end. One row per
+network goes to ``experiments/results/bench_pareto.csv`` (``target_ms, group, name, seed, table_ms, measured_ms,
+params_m, miou``); per target it prints the searched mean ± std, its percentile among the random networks, a
+bootstrap 95% interval of (searched mean − random median), and each baseline; ``bench_pareto.png`` plots measured
+latency against mIoU.
+
+    .venv/bin/python experiments/bench_pareto.py                      # the benchmark (hours on 2 CPU cores)
+    .venv/bin/python experiments/bench_pareto.py --quick              # smoke run on tiny settings, a few minutes
+
+Resumable: searches and retrains are cached under ``--work`` (a network's folder is named by the hash of its
+architecture, or family and width), and a network already in the CSV is not trained again (its row is kept, and
+re-timed when its model file is still there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+RESULTS = HERE / "results"
+QUICK = ("data.num_train=24", "data.num_val=8", "data.batch_size=4", "space.name=tiny", "space.layers=null",
+         "space.fch=null", "latency.calibrate=0", "latency.repeats=3", "latency.rounds=1", "latency.warmup=1",
+         "search.warmup_epochs=1", "search.epochs=1", "search.iters_per_epoch=2", "search.val_batches=1",
+         "train.epochs=1", "train.iters_per_epoch=2", "distill.losses=[]", "distill.teacher=null")
+FIELDS = ("target_ms", "group", "name", "seed", "table_ms", "measured_ms", "params_m", "miou", "width", "model")
+
+
+def arch_key(arch: Any) -> str:
+    """A short hash of what defines a network (the architecture without its meta)."""
+    blob = json.dumps({k: v for k, v in arch.to_dict().items() if k != "meta"}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def draw_randoms(spec: Any, table: Any, shape: tuple[int, ...], target: float, n: int, seed: int, stem: float,
+                 head: float, tolerance: float = 0.05, max_draws: int = 50_000) -> tuple[list[tuple[Any, float]], int]:
+    """`n` random architectures of `spec` with table latency within ±`tolerance` of `target`, and how many were
+    drawn; draw k takes its widths from the k-th window of adjacent widths in turn (so every latency is
+    reachable), everything else at random. Only latency decides acceptance."""
+    import numpy as np
+
+    from search_spaces.random_arch import random_architecture, width_windows
+
+    rng = np.random.default_rng(seed)
+    windows = width_windows(spec.widths)
+    found: list[tuple[Any, float]] = []
+    for draw in range(max_draws):
+        arch = random_architecture(spec, rng, stem_width=stem, head_width=head, widths=windows[draw % len(windows)])
+        lat = table.predict_architecture(arch, shape)
+        if abs(lat / target - 1) <= tolerance:
+            found.append((arch.with_meta(source="bench_pareto random", draw=draw, predicted_latency_ms=lat), lat))
+            if len(found) == n:
+                return found, draw + 1
+    raise SystemExit(f"only {len(found)} of {n} random architectures within ±{100 * tolerance:.0f}% of "
+                     f"{target:.2f} ms in {max_draws} draws")
+
+
+def auto_targets(spec: Any, table: Any, shape: tuple[int, ...], stem: float, head: float, n: int = 400,
+                 quantiles: tuple[float, ...] = (0.2, 0.5, 0.8)) -> list[float]:
+    """Targets spread over the space's reachable range: quantiles of the table latency of `n` random networks."""
+    from nas.latency.validate import random_networks
+
+    lats = sorted(table.predict_architecture(a, shape) for a in random_networks(spec, n, 7, stem, head))
+    return [round(lats[int(q * (len(lats) - 1))], 2) for q in quantiles]
+
+
+def percentile_of(value: float, population: list[float]) -> float:
+    """Share (0–100) of `population` at or below `value`."""
+    return 100.0 * sum(p <= value for p in population) / len(population)
+
+
+def bootstrap_diff(searched: list[float], randoms: list[float], n: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of mean(searched) − median(randoms), resampling both groups."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    s, r = np.asarray(searched), np.asarray(randoms)
+    diffs = [rng.choice(s, len(s)).mean() - np.median(rng.choice(r, len(r))) for _ in range(n)]
+    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _num(v: str) -> Any:
+    try:
+        return float(v) if v not in ("", None) else None
+    except ValueError:
+        return v
+
+
+def _time_all(rows: list[dict[str, Any]], cfg: Any, rounds: int) -> None:
+    """Every network with a model file, timed end to end in the same interleaved rounds (median per network)."""
+    from nas.latency.cache import make_backend
+    from nas.models import load_model
+    from search_spaces.builder import InferenceWrapper
+
+    backend = make_backend(cfg.latency, "cpu")
+    shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+    timed = [(r, InferenceWrapper(load_model(r["model"])[0])) for r in rows if r.get("model")
+             and Path(str(r["model"])).is_file()]
+    samples: dict[int, list[float]] = {i: [] for i in range(len(timed))}
+    for k in range(rounds):
+        for i, (_, net) in enumerate(timed):
+            samples[i].append(backend.measure(net, [shape], warmup=2 if k == 0 else 1))
+    for i, (row, _) in enumerate(timed):
+        row["measured_ms"] = statistics.median(samples[i])
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[str]:
+    """Per target: searched mean ± std, its percentile among randoms, the bootstrap interval, each baseline."""
+    lines = []
+    for target in sorted({r["target_ms"] for r in rows}):
+        at = [r for r in rows if r["target_ms"] == target and r.get("miou") is not None]
+        s = [100 * r["miou"] for r in at if r["group"] == "searched"]
+        rnd = [100 * r["miou"] for r in at if r["group"] == "random"]
+        lines.append(f"target {target:g} ms:")
+        if s:
+            sd = statistics.stdev(s) if len(s) > 1 else 0.0
+            ms = statistics.mean(r["measured_ms"] or 0 for r in at if r["group"] == "searched")
+            lines.append(f"  searched  {statistics.mean(s):.1f} ± {sd:.1f} (n = {len(s)}, measured {ms:.2f} ms)")
+        if rnd:
+            lines.append(f"  random    median {statistics.median(rnd):.1f}, 75th pct "
+                         f"{sorted(rnd)[int(0.75 * (len(rnd) - 1))]:.1f} (n = {len(rnd)})")
+        if s and len(rnd) > 1:
+            lo, hi = bootstrap_diff(s, rnd)
+            lines.append(f"  searched at the {percentile_of(statistics.mean(s), rnd):.0f}th percentile of random; "
+                         f"searched mean − random median 95% CI [{lo:+.1f}, {hi:+.1f}]")
+        for r in at:
+            if str(r["group"]).startswith("baseline:"):
+                lines.append(f"  {r['group']:<20} {100 * r['miou']:.1f} (width {r['width']}, measured "
+                             f"{r['measured_ms'] or float('nan'):.2f} ms)")
+    return lines
+
+
+def render(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Measured latency vs val mIoU, every network, one colour per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = sorted({r["group"] for r in rows})
+    for g in groups:
+        pts = [(r["measured_ms"], 100 * r["miou"]) for r in rows if r["group"] == g and r.get("measured_ms")]
+        if pts:
+            ax.scatter(*zip(*pts), label=g, s=28 if g == "random" else 44, alpha=0.8,
+                       marker="o" if g in ("searched", "random") else "s")
+    for t in sorted({r["target_ms"] for r in rows}):
+        ax.axvline(t, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("measured latency (ms, torch eager, CPU)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(HERE / "configs" / "pareto.yaml"))
+    p.add_argument("--set", action="append", default=[], help="config override for every search and retrain")
+    p.add_argument("--targets", default="auto", help="comma-separated ms, or auto (20/50/80th pct of random)")
+    p.add_argument("--searches", type=int, default=3)
+    p.add_argument("--randoms", type=int, default=8)
+    p.add_argument("--baselines", default="bisenetv2,ppliteseg,ddrnet")
+    p.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds")
+    p.add_argument("--work", default="runs/bench_pareto")
+    p.add_argument("--tag", default="")
+    p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    args = p.parse_args(argv)
+
+    import torch
+
+    import nas
+    from nas.data import dataset_info
+    from nas.errors import UserError
+    from nas.io import atomic_write_csv
+    from nas.latency.cache import prepare_table
+    from nas.trainer import train_or_reuse
+    from search_spaces.arch import load_architecture, save_architecture
+    from search_spaces.baselines import BASELINES
+    from search_spaces.baselines.scaling import latency_measure_from_config, scale_to_latency
+    from search_spaces.registry import space_from_config
+
+    overrides = [*(QUICK if args.quick else ()), *args.set]
+    tag = args.tag or ("quick" if args.quick else "")
+    work = Path(args.work + (f"_{tag}" if tag else ""))
+    cfg = nas.load_config(args.config, [*overrides, f"run.root={work}"])
+    if tuple(cfg.data.image_size) != tuple(cfg.latency.input_hw):
+        raise SystemExit("bench_pareto measures accuracy where latency is priced: set data.image_size = "
+                         "latency.input_hw")
+    torch.set_num_threads(max(cfg.run.threads, 1))
+    families = [f for f in args.baselines.split(",") if f]
+    for f in families:
+        BASELINES[f]  # an unknown family fails now, not hours later
+    info = dataset_info(cfg.data)
+    spec = space_from_config(cfg.space, info.num_classes)
+    shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+    stem, head = cfg.space.student_stem_width, cfg.space.student_head_width
+    t_all = time.perf_counter()
+    table, _ = prepare_table(cfg, spec, "cpu")
+    targets = (auto_targets(spec, table, shape, stem, head) if args.targets == "auto"
+               else [float(t) for t in args.targets.split(",")])
+    print(f"targets (ms, table at {cfg.latency.input_hw[0]}x{cfg.latency.input_hw[1]}): {targets}", flush=True)
+
+    out = RESULTS / f"bench_pareto{'_' + tag if tag else ''}.csv"
+    done = {(r["target_ms"], r["group"], r["name"]): r for r in _read_rows(out)}
+    rows: list[dict[str, Any]] = []
+
+    def train(target: float, group: str, name: str, seed: int, extra: list[str], arch_path: Path | None,
+              table_ms: float | None, width: float | None = None) -> None:
+        key = (target, group, name)
+        if key in done:
+            rows.append(done[key])
+            return
+        t0 = time.perf_counter()
+        scores = train_or_reuse(nas.load_config(args.config, [*overrides, f"run.root={work}", f"run.name={name}",
+                                                              f"run.seed={seed}", *extra]), arch_path)
+        rows.append({"target_ms": target, "group": group, "name": name, "seed": seed, "table_ms": table_ms,
+                     "measured_ms": None, "params_m": scores["params"] / 1e6, "miou": scores["miou"],
+                     "width": width, "model": scores["model"]})
+        print(f"  {group:<20} {name}: {100 * scores['miou']:.1f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
+        atomic_write_csv(out, [{k: r.get(k) for k in FIELDS} for r in rows])
+
+    plan: list[tuple] = []
+    for ti, target in enumerate(targets):  # every random network is drawn before any is trained
+        randoms, draws = draw_randoms(spec, table, shape, target, args.randoms, seed=ti, stem=stem, head=head)
+        print(f"target {target} ms: {args.randoms} random networks in {draws} draws", flush=True)
+        for arch, lat in randoms:
+            path = save_architecture(arch, work / "archs" / f"{arch_key(arch)}.arch.json")
+            plan.append((target, "random", f"net_{arch_key(arch)}", 0, [], path, lat))
+    for target in targets:
+        for seed in range(args.searches):
+            name = f"search_{target:g}ms_s{seed}"
+            scfg = nas.load_config(args.config, [*overrides, f"run.root={work}", f"run.name={name}",
+                                                 f"run.seed={seed}", f"search.latency_target_ms={target}"])
+            arch_file = work / name / "student.arch.json"
+            if not (work / name / "search.done").is_file():
+                nas.search(scfg)
+                (work / name / "search.done").write_text("")
+            arch = load_architecture(arch_file)
+            plan.append((target, "searched", f"net_{arch_key(arch)}", 0, [], arch_file,
+                         table.predict_architecture(arch, shape)))
+        measure = latency_measure_from_config(cfg.latency, rounds=3)
+        for family in families:
+            try:
+                width, ms = scale_to_latency(family, info.num_classes, target, measure)
+            except UserError as exc:  # the family cannot be made this fast: reported, not trained
+                print(f"target {target} ms: {exc}", flush=True)
+                continue
+            plan.append((target, f"baseline:{family}", f"{family}_w{width:g}", 0,
+                         ["train.model=baseline", f"train.baseline={family}", f"train.baseline_width={width}"],
+                         None, None, width))
+    for target, group, name, seed, extra, path, lat, *width in plan:
+        train(target, group, name, seed, extra, path, lat, width[0] if width else None)
+
+    _time_all(rows, cfg, args.rounds)
+    atomic_write_csv(out, [{k: r.get(k) for k in FIELDS} for r in rows])
+    print("\n".join(summarise(rows)))
+    png = render(rows, out.with_suffix(".png"))
+    print(f"results: {out}, {png} ({time.perf_counter() - t_all:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
