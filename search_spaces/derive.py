@@ -243,14 +243,45 @@ def _budget_moves(sp: SpaceSpec, probs0: dict[str, Any], work: dict[str, Any], a
     return moves
 
 
+def _grow_moves(sp: SpaceSpec, probs0: dict[str, Any], work: dict[str, Any], arch: Architecture,
+                kind: str) -> list[tuple[str, Any, int, float, float]]:
+    """Single changes that may spend more: an operator may become any other, a width the most probable wider
+    one (the routes stay)."""
+    moves = []
+    for node in _route_nodes(sp, work, arch):
+        cur = int(work["alpha"][node].argmax())
+        moves += [("alpha", node, c, float(probs0["alpha"][node][cur]), float(probs0["alpha"][node][c]))
+                  for c in range(len(sp.ops)) if c != cur]
+        if kind != "teacher" and node in work["gamma"]:
+            cur = int(work["gamma"][node].argmax())
+            wider = [j for j in range(len(sp.widths)) if sp.widths[j] > sp.widths[cur]]
+            if wider:
+                j = max(wider, key=lambda i: float(probs0["gamma"][node][i]))
+                moves.append(("gamma", node, j, float(probs0["gamma"][node][cur]), float(probs0["gamma"][node][j])))
+    return moves
+
+
+def _apply(work: dict[str, Any], group: str, key: Any, choice: int) -> dict[str, Any]:
+    """A copy of `work` with one choice forced (entries replaced, never edited in place)."""
+    trial = dict(work)
+    if key is None:
+        trial[group] = _forced(work[group], choice)
+    else:
+        trial[group] = {**work[group], key: _forced(work[group][key], choice)}
+    return trial
+
+
 def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[Architecture], float],
-                         budget_ms: float, max_moves: int = 64, **derive_kwargs: Any) -> Architecture:
+                         budget_ms: float, max_moves: int = 64, fill: float = 0.0,
+                         **derive_kwargs: Any) -> Architecture:
     """:func:`derive_from_probs`, then, while `cost` (ms) is above `budget_ms`, the single change of choice
     (an operator, a narrower width, an upsampler; the routes stay) that gives up the least log-probability per
     ms saved, re-deriving after each so that every rule still holds. The most probable architecture is often
     not the one the expected latency was constrained to (derivation turns skips into depth and forbids
     all-skip runs), so a search may end above its target; this keeps the result within it where the space
-    allows. ``meta["budget"]`` records the fit."""
+    allows. With `fill` > 0, a network below `fill · budget_ms` grows the same way (an operator, a wider width)
+    while it stays within the budget, so that a generous target is spent rather than left unused.
+    ``meta["budget"]`` records the fit."""
     arch = derive_from_probs(sp, probs, **derive_kwargs)
     seen: dict[Any, float] = {}
 
@@ -261,18 +292,14 @@ def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[A
         return seen[key]
 
     start = spent = price(arch)
-    if spent <= budget_ms:
+    if spent <= budget_ms and not (fill > 0 and spent < fill * budget_ms):
         return arch
-    work, moves, lost = dict(probs), 0, 0.0  # trials replace entries (a forced copy), never edit them in place
+    work, moves, grown, lost = dict(probs), 0, 0, 0.0
     kind = derive_kwargs.get("kind", "student")
     while spent > budget_ms and moves < max_moves:
         best: tuple[tuple[float, float], dict[str, Any], Architecture, float, float] | None = None
         for group, key, choice, p_from, p_to in _budget_moves(sp, probs, work, arch, kind):
-            trial = dict(work)
-            if key is None:
-                trial[group] = _forced(work[group], choice)
-            else:
-                trial[group] = {**work[group], key: _forced(work[group][key], choice)}
+            trial = _apply(work, group, key, choice)
             cand = derive_from_probs(sp, trial, **derive_kwargs)
             ms = price(cand)
             if ms >= spent - 1e-9:
@@ -285,5 +312,21 @@ def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[A
             break
         _, work, arch, spent, loss = best
         moves, lost = moves + 1, lost + loss
+    while fill > 0 and spent < fill * budget_ms and grown < max_moves:
+        best = None
+        for group, key, choice, p_from, p_to in _grow_moves(sp, probs, work, arch, kind):
+            trial = _apply(work, group, key, choice)
+            cand = derive_from_probs(sp, trial, **derive_kwargs)
+            ms = price(cand)
+            if ms <= spent + 1e-9 or ms > budget_ms:
+                continue
+            loss = max(0.0, math.log(max(p_from, 1e-30)) - math.log(max(p_to, 1e-30)))
+            score = (loss / (ms - spent), -(ms - spent))
+            if best is None or score < best[0]:
+                best = (score, trial, cand, ms, loss)
+        if best is None:
+            break
+        _, work, arch, spent, loss = best
+        grown, lost = grown + 1, lost + loss
     return arch.with_meta(budget={"target_ms": budget_ms, "most_probable_ms": start, "ms": spent, "moves": moves,
-                                  "log_prob_given_up": lost, "met": spent <= budget_ms})
+                                  "grown": grown, "log_prob_given_up": lost, "met": spent <= budget_ms})

@@ -201,3 +201,24 @@ def test_budgeted_derivation_gives_up_the_least_confident_choice_first():
     assert fitted.branches[0].cells[0].op == "conv" and fitted.meta["budget"]["met"]
     for fit_b, free_b in zip(fitted.branches, free.branches):  # (0, 0) starts both branches; nothing else moved
         assert fit_b.cells[0].op == "conv" and fit_b.cells[1:] == free_b.cells[1:]
+
+
+def test_budgeted_derivation_grows_into_a_generous_budget_and_never_ends_above_it():
+    from search_spaces.derive import derive_within_budget
+
+    for seed in range(4):
+        net = _net("tiny", layers=6)
+        _randomise(net, seed)
+        with torch.no_grad():
+            probs = net.arch_probs("student")
+        kwargs = {"stem_width": net.stem_width["student"], "head_width": net.head_width["student"]}
+        free = derive(net, "student")
+        for scale in (1.15, 1.4, 0.7):
+            budget = scale * _cost(free)
+            fitted = derive_within_budget(net.spec, probs, _cost, budget, fill=0.9, **kwargs)
+            assert _cost(fitted) <= budget + 1e-9 and fitted.meta["budget"]["met"]
+            assert _cost(fitted) >= 0.9 * budget, (seed, scale)  # the room is spent: within 10% below
+        grown = derive_within_budget(net.spec, probs, _cost, 1.4 * _cost(free), fill=0.9, **kwargs)
+        assert grown.meta["budget"]["grown"] >= 1
+        assert [b.cells[-1].scale for b in grown.branches] == [b.cells[-1].scale for b in free.branches]
+        assert derive_within_budget(net.spec, probs, _cost, 1.4 * _cost(free), **kwargs) == free  # fill off
