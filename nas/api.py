@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from nas.config import ExperimentConfig
     from nas.exporter.job import ExportResult
     from nas.pipeline import PipelineResult
-    from nas.searcher.loop import SearchResult
+    from nas.searcher.common import SearchResult
     from nas.trainer.loop import TrainResult
 
 __all__ = ["load_config", "load_model", "predict", "search", "train", "export", "run"]
@@ -81,7 +81,7 @@ def search(cfg: ConfigLike = None, overrides: list[str] | tuple[str, ...] = (), 
            ) -> SearchResult:
     """The latency-constrained search in ``<run.root>/<run.name>``; `resume` None continues a checkpoint if
     there is one."""
-    from nas.searcher.loop import CHECKPOINT
+    from nas.searcher.common import CHECKPOINT
 
     c = load_config(cfg, overrides)
     if resume is None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, UserError
 
 __all__ = [
     "RunConfig",
@@ -39,6 +39,7 @@ __all__ = [
     "to_dict",
     "config_hash",
     "dump_yaml",
+    "parse_hw",
 ]
 
 T = TypeVar("T")
@@ -454,6 +455,15 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
             raise ConfigError(f"unknown config key '{_shown('.'.join(path))}' in --set {item!r}")
         node[path[-1]] = value
     return from_dict(type(cfg), data)
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """An input size given on the command line (`--input`): '1024x2048' → (1024, 2048); anything else is a
+    UserError."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise UserError(f"--input: expected HxW with positive integers, e.g. 1024x2048, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

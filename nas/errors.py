@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "UnknownNameError", "WriteError"]
+__all__ = ["UserError", "ConfigError", "UnknownNameError", "DivergedError", "WriteError"]
 
 
 class UserError(Exception):
@@ -16,6 +16,11 @@ class ConfigError(UserError):
 class UnknownNameError(UserError, ValueError):
     """A name that no registry holds (dataset, KD loss, space, baseline, ...); a ValueError too, for library
     callers that catch those."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """A loss became NaN or infinite (see :func:`nas.losses.check_finite`); a FloatingPointError too, so a caller
+    can catch a distillation term's divergence and say which stage diverged."""
 
 
 class WriteError(UserError, OSError):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nas.metrics import ConfusionMatrix, SegScores
-from nas.trainer.losses import resize_logits
+from search_spaces.upsample import resize
 
 __all__ = ["evaluate"]
 
@@ -40,7 +40,7 @@ def evaluate(
                 break
             image = batch["image"].to(device, non_blocking=True)
             label = batch["label"].to(device, non_blocking=True)
-            logits = resize_logits(model(image)["logits"], tuple(label.shape[-2:]))
+            logits = resize(model(image)["logits"], label.shape[-2:])
             sizes = batch.get("size")
             cm.update(logits.argmax(1), label, sizes.to(device) if sizes is not None else None)
     finally:

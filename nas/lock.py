@@ -88,7 +88,7 @@ class RunLock(contextlib.AbstractContextManager):
                 raise UserError(f"run folder {self.path.parent} is in use by a {holder.get('job', 'job')} "
                                 f"(pid {holder['pid']} on {holder.get('host', '?')}, since {holder.get('started', '?')}); "
                                 f"wait for it or stop it")
-            log.warning("taking over the stale lock %s of a job that is no longer running", self.path)
+            log.info("taking over the stale lock %s of a job that is no longer running", self.path)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
         raise UserError(f"could not take the lock {self.path}: another job keeps creating it")

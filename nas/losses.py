@@ -1,19 +1,32 @@
-"""Segmentation losses: class-weighted cross-entropy with online hard-example mining (OHEM)."""
+"""The segmentation loss of the search and of the retraining: class-weighted cross-entropy with online
+hard-example mining (OHEM); and the check that stops any of their losses from going NaN silently."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OhemCrossEntropy", "resize_logits"]
+from nas.errors import DivergedError
+from nas.io import kept_checkpoint
+from search_spaces.upsample import resize
+
+__all__ = ["OhemCrossEntropy", "check_finite"]
 
 
-def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize `[B, K, h, w]` logits to `size` when they differ."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def check_finite(loss: torch.Tensor, what: str, advice: str, epoch: int | None = None,
+                 checkpoint: Path | None = None) -> None:
+    """Stop on a NaN / Inf `loss` before it reaches the weights, with one line: the value, the epoch, `advice`
+    (what to lower) and, given the job's `checkpoint` file, what is kept to resume from."""
+    value = loss.detach()
+    if bool(torch.isfinite(value).all()):
+        return
+    shown = value.item() if value.numel() == 1 else value.cpu().tolist()
+    when = f" at epoch {epoch}" if epoch is not None else ""
+    kept = f"; {kept_checkpoint(checkpoint)}" if checkpoint is not None else ""
+    raise DivergedError(f"the {what} became {shown}{when}: stopping ({advice}){kept}")
 
 
 class OhemCrossEntropy(nn.Module):
@@ -33,7 +46,7 @@ class OhemCrossEntropy(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        logits = resize_logits(logits, tuple(label.shape[-2:]))
+        logits = resize(logits, label.shape[-2:])
         pixel_loss = F.cross_entropy(logits, label, weight=self.weight, ignore_index=self.ignore_index,
                                      reduction="none").flatten()
         valid = (label != self.ignore_index).flatten()

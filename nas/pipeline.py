@@ -189,7 +189,7 @@ def _latency(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | Non
 
 def _search(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
     from nas.searcher import run_search
-    from nas.searcher.loop import CHECKPOINT
+    from nas.searcher.common import CHECKPOINT
 
     resume = (run / CHECKPOINT).is_file()
     if cfg.search.strategy == "native":

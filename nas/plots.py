@@ -8,7 +8,7 @@ from typing import Any
 
 from search_spaces.arch import Architecture
 
-__all__ = ["TrellisDiagram", "trellis_diagram", "render_trellis", "evolution_data", "render_evolution"]
+__all__ = ["TrellisDiagram", "trellis_diagram", "render_trellis", "evolution_data", "render_evolution", "save_figure"]
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,7 @@ def render_trellis(diagram: TrellisDiagram, path: str | Path, title: str = "") -
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def evolution_data(history: list[dict[str, Any]], ops: tuple[str, ...], widths: tuple[float, ...]) -> dict[str, Any]:
@@ -128,8 +124,13 @@ def render_evolution(data: dict[str, Any], path: str | Path, title: str = "") ->
     axes[0, 1].legend(fontsize=7, title="width", title_fontsize=7)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path, dpi=110)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Lay out a matplotlib figure and write it to `path` (its folder created); returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     return path

@@ -50,6 +50,18 @@ class Registry(Mapping[str, T], Generic[T]):
                 f"unknown {self.kind} {name!r} (known: {', '.join(self._items) or 'none'})"
             ) from None
 
+    def __contains__(self, name: object) -> bool:  # Mapping's would call __getitem__, which raises on a miss
+        try:
+            return name in self._items
+        except TypeError:  # unhashable
+            return False
+
+    def get(self, name: str, default: T | None = None) -> T | None:  # likewise
+        try:
+            return self._items.get(name, default)
+        except TypeError:
+            return default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.arch import Architecture, Branch
 from search_spaces.heads import FeatureFusion, FusionStep, SegHead, Stem
 from search_spaces.ops import Operator, channels
-from search_spaces.upsample import make_upsampler
+from search_spaces.upsample import make_upsampler, resize
 
 __all__ = ["CellPlan", "FusionPlan", "BranchPlan", "NetworkPlan", "plan_network", "build_network", "SegNet", "SkipFusion", "AuxHead", "InferenceWrapper"]
 
@@ -171,9 +170,9 @@ class SegNet(nn.Module):
         return outs
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.decode(self.features(x), (x.shape[2], x.shape[3]))
+        return self.decode(self.features(x), [x.shape[2], x.shape[3]])
 
-    def decode(self, feats: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def decode(self, feats: list[torch.Tensor], size: list[int]) -> dict[str, torch.Tensor]:
         """The named outputs of :meth:`forward` from the features of :meth:`features` for an input of H×W `size`;
         separate so that networks sharing early features (OKDDip peers) run the heads over their own list."""
         outs = self.branch_outputs(feats)
@@ -207,10 +206,10 @@ class AuxHead(nn.Module):
         self.sources = list(sources)
         self.head = SegHead(c_in, num_classes)
 
-    def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], size: list[int]) -> torch.Tensor:
         """`feats` as :meth:`SegNet.features` returns them → logits `[B, K, *size]`."""
         inp = torch.cat([feats[i] for i in self.sources], dim=1) if len(self.sources) > 1 else feats[self.sources[0]]
-        return F.interpolate(self.head(inp), size=size, mode="bilinear", align_corners=True)
+        return resize(self.head(inp), size, align_corners=True)
 
 
 def _aux_sources(plan: NetworkPlan, scale: int) -> list[int]:

@@ -26,7 +26,7 @@ input and output widths (=1 forward, gradient to γ), as FasterSeg does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,35 +37,13 @@ from search_spaces.arch import SpaceSpec
 from search_spaces.gumbel import gumbel_softmax_st
 from search_spaces.heads import FeatureFusion, FusionStep, SegHead, Stem
 from search_spaces.ops import SlimOperator, channels
-from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp, init_pixel_shuffle
+from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp, init_pixel_shuffle, resize
 
-__all__ = ["Supernet", "CellConfig", "create_supernet", "MODES", "WIDTH_MODES"]
+__all__ = ["Supernet", "create_supernet", "MODES", "WIDTH_MODES"]
 
 MODES = ("sampled", "mixed")
 WIDTH_MODES = ("sample", "max", "min", "random")
 _UPSAMPLE_MODES = ("search", *UPSAMPLERS)
-
-
-@dataclass(frozen=True)
-class CellConfig:
-    """One operator slot of the trellis, as the latency model prices it.
-
-    Its input is `[B, C_in, H/scale, W/scale]` for an input `[B, 3, H, W]`; its output has `c_out` channels at
-    1/out_scale. Expected cost (FasterSeg eq. 4 with widths): Σ α[alpha_key][op] · γ_in[c_in] · γ_out[c_out] ·
-    T(op, stride, c_in, c_out, H/scale × W/scale), times the probability that a kept branch uses the slot.
-    `gamma_in` / `gamma_out` are keys of ``arch_probs()["gamma"]``; None means the single fixed width listed.
-    """
-
-    layer: int
-    scale: int
-    direction: str  # keep | down
-    stride: int
-    out_scale: int
-    c_in: tuple[int, ...]
-    c_out: tuple[int, ...]
-    alpha_key: tuple[int, int]
-    gamma_in: tuple[int, int] | None
-    gamma_out: tuple[int, int] | None
 
 
 class _ArchParams(nn.Module):
@@ -111,12 +89,8 @@ class _Fusion(nn.Module):
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor, w: torch.Tensor | None, idx: int | None):
         up = self.step.up(self.step.arm(coarse), w, idx)
         if up.shape[-2:] != fine.shape[-2:]:
-            up = F.interpolate(up, size=fine.shape[-2:], mode="bilinear", align_corners=True)
+            up = resize(up, fine.shape[-2:], align_corners=True)
         return self.step.refine(torch.cat([up, fine], dim=1))
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 class _Heads(nn.Module):
@@ -184,7 +158,7 @@ class Supernet(nn.Module):
         self.cells = nn.ModuleDict()
         self._head_idx: dict[tuple[int, str], int] = {}
         for layer, si, d in self._slots():
-            c_in, c_out = self._slot_channels(layer, si, d, None)
+            c_in, c_out = self._slot_channels(layer, si, d)
             ops = nn.ModuleList(SlimOperator(op, max(c_in), c_out, 2 if d == "down" else 1) for op in spec.ops)
             if shared_kernels:
                 _share_kernels(ops)
@@ -201,41 +175,19 @@ class Supernet(nn.Module):
                     out.append((layer, si, "down"))
         return out
 
-    def _slot_channels(self, layer: int, si: int, d: str, arch_set: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """C_in and C_out choices of a slot for one set (None: the union the shared weights must hold)."""
-        sp, sets = self.spec, [arch_set] if arch_set else list(self.arch_sets)
+    def _slot_channels(self, layer: int, si: int, d: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """C_in and C_out choices of a slot: the union over the sets, which the shared weights must hold."""
+        sp, sets = self.spec, list(self.arch_sets)
         s, s_out = sp.scales[si], sp.scales[si + (d == "down")]
-        widths = [channels(s, sp.fch, w) for w in sp.widths]
-        if arch_set == "teacher":
-            widths = [widths[self._wide]]
-        c_in = _unique(channels(s, sp.fch, self.stem_width[a]) for a in sets) if layer == 0 else tuple(widths)
-        if arch_set is None and layer == 0:
-            c_in = _unique((*c_in, *widths))
+        widths = tuple(channels(s, sp.fch, w) for w in sp.widths)
+        c_in = _unique((*(channels(s, sp.fch, self.stem_width[a]) for a in sets), *widths)) if layer == 0 else widths
         if layer == self.L - 1:
             c_out = _unique(channels(s_out, sp.fch, self.head_width[a]) for a in sets)
-            for a in sets if arch_set is None else ():
+            for a in sets:
                 self._head_idx[(si, a)] = c_out.index(channels(s_out, sp.fch, self.head_width[a]))
         else:
             c_out = tuple(channels(s_out, sp.fch, w) for w in sp.widths)
-            if arch_set == "teacher":
-                c_out = (c_out[self._wide],)
         return c_in, c_out
-
-    def cell_configs(self, arch_set: str = "student") -> list[CellConfig]:
-        """Every operator slot with its candidate configuration for `arch_set` (see :class:`CellConfig`)."""
-        self._check_set(arch_set)
-        teacher = arch_set == "teacher"
-        out = []
-        for layer, si, d in self._slots():
-            c_in, c_out = self._slot_channels(layer, si, d, arch_set)
-            o = si + (d == "down")
-            out.append(CellConfig(
-                layer=layer, scale=self.spec.scales[si], direction=d, stride=2 if d == "down" else 1,
-                out_scale=self.spec.scales[o], c_in=c_in, c_out=c_out, alpha_key=(layer, si),
-                gamma_in=None if (layer == 0 or teacher) else (layer, si),
-                gamma_out=None if (layer == self.L - 1 or teacher) else (layer + 1, o),
-            ))
-        return out
 
     # ------------------------------------------------------------------ parameters
     def arch_parameters(self, arch_set: str | None = None) -> list[nn.Parameter]:
@@ -387,12 +339,12 @@ class Supernet(nn.Module):
         w, idx = smp.upsample(len(self.fusion_keys))
         for e in sc[:-1]:
             feat = h.ffm[str(e)](torch.cat([fused[sc[-1]], fused[e]], dim=1))
-            logits = _resize(h.final[str(e)](h.head[str(e)](feat), w, idx), size)
+            logits = resize(h.final[str(e)](h.head[str(e)](feat), w, idx), size, align_corners=True)
             res[f"logits_{sc[-1]}_{e}"] = logits
             if e == self.main_branches[1]:
                 res["logits"], res["feat8"] = logits, feat
         for s in sc:
-            res[f"logits_{s}"] = _resize(h.aux[str(s)](fused[s]), size)
+            res[f"logits_{s}"] = resize(h.aux[str(s)](fused[s]), size, align_corners=True)
         return res
 
 

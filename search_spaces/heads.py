@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from search_spaces.ops import ConvBNReLU, channels
-from search_spaces.upsample import make_upsampler
+from search_spaces.upsample import make_upsampler, resize
 
 __all__ = ["Stem", "FusionStep", "FeatureFusion", "SegHead", "head_mid_channels"]
 
@@ -51,7 +51,7 @@ class FusionStep(nn.Module):
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         up = self.up(self.arm(coarse))
         if up.shape[-2:] != fine.shape[-2:]:
-            up = nn.functional.interpolate(up, size=fine.shape[-2:], mode="bilinear", align_corners=True)
+            up = resize(up, fine.shape[-2:], align_corners=True)
         return self.refine(torch.cat([up, fine], dim=1))
 
 

@@ -33,6 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.baselines.common import init_weights
+from search_spaces.upsample import resize
+
 __all__ = ["HRNetSpec", "HRNET_PRESETS", "HRNetTeacher", "build_hrnet"]
 
 
@@ -120,7 +123,7 @@ class _Up(nn.Module):
         self.proj = _conv_bn(c_in, c_out, 1, relu=False)
 
     def forward(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
-        return F.interpolate(self.proj(x), size=size, mode="bilinear", align_corners=False)
+        return resize(self.proj(x), size)
 
 
 class _Down(nn.Module):
@@ -251,17 +254,7 @@ class HRNetTeacher(nn.Module):
         c_cat = sum(self.stream_channels)
         c_head = spec.head_channels or c_cat
         self.head = nn.Sequential(_conv_bn(c_cat, c_head, 1), nn.Conv2d(c_head, num_classes, 1))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def feature_channels(self) -> dict[str, int]:
         """Channels of each named output (`feat4` … `feat32`, `logits`)."""
@@ -280,9 +273,9 @@ class HRNetTeacher(nn.Module):
         hw = [xs[0].shape[-2], xs[0].shape[-1]]
         ups = [xs[0]]
         for i in range(1, len(xs)):
-            ups.append(F.interpolate(xs[i], size=hw, mode="bilinear", align_corners=False))
+            ups.append(resize(xs[i], hw))
         low = self.head(torch.cat(ups, dim=1))
-        logits = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+        logits = resize(low, size)
         return {
             "logits": logits,
             "logits_lowres": low,

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.registry import Registry
+from search_spaces.upsample import resize
+
 __all__ = [
     "OpSpec",
     "OPS",
@@ -44,15 +47,12 @@ class OpSpec:
     zoomed: bool = False
 
 
-OPS: dict[str, OpSpec] = {}
+OPS: Registry[OpSpec] = Registry("operator")
 
 
 def register_op(spec: OpSpec) -> OpSpec:
-    """Add an operator to the registry; a duplicate name raises."""
-    if spec.name in OPS:
-        raise ValueError(f"operator '{spec.name}' is already registered")
-    OPS[spec.name] = spec
-    return spec
+    """Add an operator to the registry under its name; a duplicate name raises."""
+    return OPS.add(spec.name, spec)
 
 
 for _spec in (
@@ -73,11 +73,7 @@ def channels(scale: int, fch: int, width: float) -> int:
 
 
 def _half(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=(x.shape[2] // 2, x.shape[3] // 2), mode="bilinear", align_corners=True)
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    return resize(x, [x.shape[2] // 2, x.shape[3] // 2], align_corners=True)
 
 
 class ConvBN(nn.Module):
@@ -128,11 +124,9 @@ class Operator(nn.Module):
 
     def __init__(self, op: str, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
-        if op not in OPS:
-            raise ValueError(f"unknown operator '{op}' (known: {', '.join(OPS)})")
+        spec = OPS[op]
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2 but got {stride}.")
-        spec = OPS[op]
         self.op, self.zoomed, self.stride = op, spec.zoomed, stride
         self.skip: nn.Module | None = None
         self.units = nn.ModuleList()
@@ -146,7 +140,7 @@ class Operator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.skip is not None:
             return self.skip(x)
-        size = (x.shape[2], x.shape[3])
+        size = [x.shape[2], x.shape[3]]
         out = _half(x) if self.zoomed else x
         n = len(self.units)
         for i, unit in enumerate(self.units):
@@ -154,7 +148,7 @@ class Operator(nn.Module):
             if i < n - 1:
                 out = F.relu(out)
         if self.zoomed and self.stride == 1:
-            out = _resize(out, size)
+            out = resize(out, size, align_corners=True)
         return F.relu(out)
 
 
@@ -221,11 +215,11 @@ class SlimOperator(nn.Module):
     def forward(self, x: torch.Tensor, width_idx: int) -> torch.Tensor:
         if self.reduce is not None:
             return self._skip(x, width_idx)
-        size = (x.shape[2], x.shape[3])
+        size = [x.shape[2], x.shape[3]]
         out = _half(x) if self.zoomed else x
         n = len(self.units)
         for i, unit in enumerate(self.units):
             out = unit(out, width_idx, relu=i < n - 1)
         if self.zoomed and self.stride == 1:
-            out = _resize(out, size)
+            out = resize(out, size, align_corners=True)
         return F.relu(out)

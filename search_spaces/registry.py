@@ -9,34 +9,26 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from nas.registry import Registry
 from search_spaces.arch import SpaceSpec
 
-__all__ = ["register_space", "space_spec", "list_spaces", "space_from_config"]
+__all__ = ["SPACES", "register_space", "space_spec", "list_spaces", "space_from_config"]
 
-_SPACES: dict[str, Callable[[], SpaceSpec]] = {}
+SPACES: Registry[Callable[[], SpaceSpec]] = Registry("search space")  # name → factory of its SpaceSpec
 
 
 def register_space(name: str) -> Callable[[Callable[[], SpaceSpec]], Callable[[], SpaceSpec]]:
     """Decorator registering a factory of a :class:`SpaceSpec`; a duplicate name raises."""
-
-    def deco(fn: Callable[[], SpaceSpec]) -> Callable[[], SpaceSpec]:
-        if name in _SPACES:
-            raise ValueError(f"search space '{name}' is already registered")
-        _SPACES[name] = fn
-        return fn
-
-    return deco
+    return SPACES.register(name)
 
 
 def list_spaces() -> tuple[str, ...]:
-    return tuple(_SPACES)
+    return SPACES.names()
 
 
 def space_spec(name: str, **overrides: Any) -> SpaceSpec:
     """The registered space `name` with some hyper-parameters replaced (None values are ignored)."""
-    if name not in _SPACES:
-        raise ValueError(f"unknown search space '{name}' (known: {', '.join(_SPACES)})")
-    spec = _SPACES[name]()
+    spec = SPACES[name]()
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
 

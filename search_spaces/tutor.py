@@ -1,4 +1,4 @@
-"""The tutor of tutor-guided distillation: the student's network plus a high-resolution path (DESIGN §2).
+"""The tutor of tutor-guided distillation: the student's network plus a high-resolution path.
 
 The seed paper (Yang, Xue, Qi, Xin, LNCS 13018) distils an HRNet-like teacher into the searched student through
 a *tutor*: the student's architecture with an added high-resolution stream, so that each distillation step
@@ -29,6 +29,7 @@ from torch import nn
 from search_spaces.arch import Architecture
 from search_spaces.builder import SegNet
 from search_spaces.ops import ConvBNReLU, channels
+from search_spaces.upsample import resize
 
 __all__ = ["TUTOR_PATHS", "Tutor", "build_tutor", "stem_split"]
 
@@ -87,7 +88,7 @@ class Tutor(nn.Module):
             if hr.shape[-2] == 2 * fused.shape[-2] and hr.shape[-1] == 2 * fused.shape[-1]:
                 hr = F.avg_pool2d(hr, 2)
             else:
-                hr = F.interpolate(hr, size=fused.shape[-2:], mode="bilinear", align_corners=False)
+                hr = resize(hr, fused.shape[-2:])
         feat8 = self.hr_fuse(torch.cat([fused, hr], dim=1))
         logits8 = net.head(feat8)
         result = {"logits": net.upsample(logits8), "logits8": logits8, "feat8": feat8}

@@ -16,9 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UPSAMPLERS", "Bilinear", "PixelShuffleUp", "make_upsampler", "init_pixel_shuffle"]
+__all__ = ["UPSAMPLERS", "resize", "Bilinear", "PixelShuffleUp", "make_upsampler", "init_pixel_shuffle"]
 
 UPSAMPLERS: tuple[str, ...] = ("bilinear", "pixel_shuffle")
+
+
+def resize(x: torch.Tensor, size: list[int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of `[B, C, h, w]` to `size` = [H, W]; `x` itself when it already has that size.
+
+    `align_corners` False samples at half-pixel centres (the baselines, HRNet, the losses), True maps the corner
+    pixels onto each other (FasterSeg's operators and heads). While tracing (ONNX, ``torch.jit.trace``) the resize
+    is always recorded, so a graph traced at one size stays right at others; TorchScript keeps the check.
+    """
+    if not torch.jit.is_tracing() and x.shape[-2] == size[0] and x.shape[-1] == size[1]:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 class Bilinear(nn.Module):
@@ -29,8 +41,7 @@ class Bilinear(nn.Module):
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.shape[2] * self.factor, x.shape[3] * self.factor)
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        return resize(x, [x.shape[2] * self.factor, x.shape[3] * self.factor], align_corners=True)
 
 
 class PixelShuffleUp(nn.Module):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nas.config import parse_hw
 from nas.errors import UserError
 from nas.plots import render_trellis, trellis_diagram
 
-__all__ = ["register", "parse_hw"]
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,14 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("ref", metavar="REF.json", help="FasterSeg reference file")
     i.add_argument("out", metavar="OUT.json", help="architecture file to write")
     i.set_defaults(func=_import)
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """'1024x2048' → (1024, 2048); anything else is a UserError."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise UserError(f"--input: expected HxW with positive integers, e.g. 1024x2048, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ def _search(args: argparse.Namespace) -> int:
     from nas.lock import job_lock
     from nas.plots import evolution_data, render_evolution, render_trellis, trellis_diagram
     from nas.searcher import run_search
-    from nas.searcher.loop import CHECKPOINT
+    from nas.searcher.common import CHECKPOINT
 
     if args.strategy:
         args.overrides = [*args.overrides, f"search.strategy={args.strategy}"]

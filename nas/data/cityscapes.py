@@ -24,7 +24,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from nas.data import transforms as T
-from nas.data.registry import DataReport, DatasetInfo, DatasetSpec, check_pairs, register_dataset
+from nas.data.registry import (
+    IGNORE_INDEX,
+    DataReport,
+    DatasetInfo,
+    DatasetSpec,
+    check_splits,
+    register_dataset,
+)
 from nas.errors import UserError
 
 __all__ = [
@@ -46,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-IGNORE_INDEX = 255
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
 
@@ -274,6 +280,19 @@ class Cityscapes(Dataset):
         return counts
 
 
+def _splits_to_check(root: Path, splits: Iterable[str] | None) -> list[str]:
+    """`splits`, or when None each split whose image or label folder exists under `root` (at least one must); a
+    missing root is a UserError either way."""
+    if not root.is_dir():
+        raise UserError(f"Cityscapes root not found: {root}")
+    if splits is not None:
+        return list(splits)
+    splits = [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() or (root / "gtFine" / s).is_dir()]
+    if not splits:
+        raise UserError(f"no Cityscapes split folders under {root} (expected {root / 'leftImg8bit' / 'train'})")
+    return splits
+
+
 def check_root(root: str | Path, splits: Iterable[str] | None = None, check_ids: bool = True) -> CityscapesSummary:
     """Validate a Cityscapes tree: folders, image/label pairs, sizes and (with `check_ids`) every label id.
 
@@ -283,12 +302,7 @@ def check_root(root: str | Path, splits: Iterable[str] | None = None, check_ids:
     from tqdm import tqdm
 
     root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"Cityscapes root not found: {root}")
-    if splits is None:
-        splits = [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() or (root / "gtFine" / s).is_dir()]
-        if not splits:
-            raise UserError(f"no Cityscapes split folders under {root} (expected {root / 'leftImg8bit' / 'train'})")
+    splits = _splits_to_check(root, splits)
     counts: dict[str, dict[str, int]] = {}
     sizes: set[tuple[int, int]] = set()
     for split in splits:
@@ -321,20 +335,6 @@ class CityscapesSpec(DatasetSpec):
 
     def check(self, cfg, splits: Iterable[str] | None = None) -> DataReport:
         root = Path(cfg.root)
-        if not root.is_dir():
-            raise UserError(f"Cityscapes root not found: {root}")
-        if splits is None:
-            splits = [s for s in SPLITS if (root / "leftImg8bit" / s).is_dir() or (root / "gtFine" / s).is_dir()]
-            if not splits:
-                raise UserError(f"no Cityscapes split folders under {root} (expected {root / 'leftImg8bit' / 'train'})")
-        report = DataReport(self.info(cfg), str(root))
-        for split in splits:
-            report.start(split)
-            try:
-                pairs, problems = _scan(root, split)
-            except UserError as exc:
-                report.problems.append(f"{split}: {exc}")
-                continue
-            report.problems.extend(f"{split}: {p}" for p in problems)
-            check_pairs(report, split, pairs, lambda lab: map_label_ids(_read_label(lab), lab))
-        return report
+        splits = _splits_to_check(root, splits)
+        return check_splits(DataReport(self.info(cfg), str(root)), splits, lambda split: _scan(root, split),
+                            lambda lab: map_label_ids(_read_label(lab), lab))

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
-from nas.data.registry import DataReport, DatasetInfo, DatasetSpec, register_dataset
+from nas.data.registry import IGNORE_INDEX, DataReport, DatasetInfo, DatasetSpec, register_dataset
 from nas.data.transforms import normalize
 from nas.errors import UserError
 from nas.io import atomic_write_bytes
@@ -63,7 +63,6 @@ PALETTE = (
 )
 SIZE_BUCKETS = ("small", "medium", "large")  # size-map values 1, 2, 3
 SPLITS = ("train", "val")
-IGNORE_INDEX = 255
 
 _VAL_FRACTION = 0.2  # of each digit's 8x8 samples, held out for val
 _POOL_SEED = 8_1797  # fixed: the pools do not depend on the generation seed

@@ -40,7 +40,7 @@ from nas.data.registry import (
     DataReport,
     DatasetInfo,
     DatasetSpec,
-    check_pairs,
+    check_splits,
     error_reason,
     image_size_of,
     register_dataset,
@@ -460,15 +460,6 @@ class FolderSpec(DatasetSpec):
         if not Path(cfg.root).is_dir():
             raise UserError(f"folder dataset root not found: {shown(cfg.root)}")
         classes = self.classes(cfg)
-        report = DataReport(self.info(cfg), str(cfg.root))
-        for split in splits or cfg.folder.splits:
-            report.start(split)
-            try:
-                pairs, problems = scan_split(cfg, split)
-            except UserError as exc:
-                report.problems.append(f"{split}: {exc}")
-                continue
-            report.problems.extend(f"{split}: {p}" for p in problems)
-            check_pairs(report, split, pairs, lambda m: read_mask(m, classes, cfg.folder.reduce_zero_label),
-                        decode_images=True)
-        return report
+        return check_splits(DataReport(self.info(cfg), str(cfg.root)), splits or cfg.folder.splits,
+                            lambda split: scan_split(cfg, split),
+                            lambda m: read_mask(m, classes, cfg.folder.reduce_zero_label), decode_images=True)

@@ -43,6 +43,7 @@ __all__ = [
     "error_reason",
     "image_size_of",
     "check_pairs",
+    "check_splits",
 ]
 
 IGNORE_INDEX = 255
@@ -202,3 +203,25 @@ def check_pairs(
             continue
         report.counts[split] += 1
         report.sizes[split][size] += 1
+
+
+def check_splits(
+    report: DataReport,
+    splits: Iterable[str],
+    scan: Callable[[str], tuple[list[tuple[Path, Path]], list[str]]],
+    read_label: Callable[[Path], np.ndarray],
+    decode_images: bool = False,
+) -> DataReport:
+    """Check each split of a dataset read from files into `report`: `scan(split)` pairs its images and labels
+    and lists the problems found doing so (a UserError there marks the whole split broken), then
+    :func:`check_pairs` checks the pairs. Returns `report`."""
+    for split in splits:
+        report.start(split)
+        try:
+            pairs, problems = scan(split)
+        except UserError as exc:
+            report.problems.append(f"{split}: {exc}")
+            continue
+        report.problems.extend(f"{split}: {p}" for p in problems)
+        check_pairs(report, split, pairs, read_label, decode_images=decode_images)
+    return report

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nas.data.registry import IGNORE_INDEX
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -77,7 +79,7 @@ def random_crop(
     label: np.ndarray,
     size: tuple[int, int],
     rng: np.random.Generator,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random `size` window; a smaller image is first padded (image with its mean colour, label with ignore)."""
     ch, cw = size
@@ -100,7 +102,7 @@ def random_hflip(
 
 
 def pad_to(image: np.ndarray, label: np.ndarray, size: tuple[int, int],
-           ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+           ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
     """Pad bottom and right up to `size` = (H, W): the image with its mean colour, the label with ignore."""
     h, w = image.shape[:2]
     ph, pw = max(size[0], h), max(size[1], w)
@@ -124,7 +126,7 @@ def prepare_pair(
     scale_range: tuple[float, float] = (0.75, 1.5),
     flip: bool = True,
     fit: bool = False,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A full-resolution `uint8` image/label pair → the network's `float32 [3, H, W]` image and `int64 [H, W]`
     label, as every dataset read from files does it.

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from search_spaces.upsample import resize
 
 __all__ = ["Connector", "CONNECTOR_MODES"]
 
@@ -63,8 +64,8 @@ class Connector(nn.Module):
                 f"connector expects [B, {self.c_student}, H, W] but got {list(student_feat.shape)}."
             )
         out = self.proj(student_feat)
-        if target_size is not None and tuple(out.shape[-2:]) != tuple(target_size):
-            out = F.interpolate(out, size=tuple(target_size), mode="bilinear", align_corners=False)
+        if target_size is not None:
+            out = resize(out, list(target_size))
         return out
 
     def extra_repr(self) -> str:

@@ -15,12 +15,15 @@ Shapes: logits and features are `[B, C, H, W]`; masks and labels `[B, H, W]`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nas.losses import check_finite
+from nas.registry import Registry
+from search_spaces.upsample import resize
 
 __all__ = [
     "KD_LOSSES",
@@ -38,8 +41,7 @@ __all__ = [
     "HolisticAdversarial",
 ]
 
-_REGISTRY: dict[str, type[KDLoss]] = {}
-KD_LOSSES = MappingProxyType(_REGISTRY)  # live, read-only: registered name → loss class
+KD_LOSSES: Registry[type[KDLoss]] = Registry("KD loss")  # read-only mapping: registered name → loss class
 
 
 class KDLoss(nn.Module):
@@ -53,27 +55,23 @@ def register_kd_loss(name: str) -> Callable[[type[KDLoss]], type[KDLoss]]:
     """Class decorator adding a :class:`KDLoss` subclass to the registry under `name`; a duplicate name raises."""
 
     def deco(cls: type[KDLoss]) -> type[KDLoss]:
-        if name in _REGISTRY:
-            raise ValueError(f"KD loss '{name}' is already registered (by {_REGISTRY[name].__name__}).")
         if not (isinstance(cls, type) and issubclass(cls, KDLoss)):
             raise ValueError(f"KD loss '{name}' must be a KDLoss subclass but got {cls!r}.")
-        _REGISTRY[name] = cls
-        return cls
+        return KD_LOSSES.add(name, cls)
 
     return deco
 
 
 def list_kd_losses() -> tuple[str, ...]:
     """Registered KD loss names, in registration order."""
-    return tuple(_REGISTRY)
+    return KD_LOSSES.names()
 
 
 def create_kd_loss(name: str, **kwargs: Any) -> KDLoss:
     """Build the registered loss `name` with keyword arguments `kwargs`; unknown names and arguments raise."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown KD loss '{name}' (known: {', '.join(_REGISTRY)}).")
+    cls = KD_LOSSES[name]
     try:
-        return _REGISTRY[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"KD loss '{name}': bad arguments {sorted(kwargs)}: {exc}") from None
 
@@ -86,13 +84,6 @@ def _check_4d(x: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} must be [B, C, H, W] but got shape {list(x.shape)}.")
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of `[B, C, h, w]` to `size`, a no-op when the sizes match."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 def _match_logits(student: torch.Tensor, teacher: torch.Tensor, what: str) -> torch.Tensor:
     """The teacher tensor detached and resized to the student's H×W; batch and channels must agree."""
     _check_4d(student, f"{what}: student input")
@@ -102,7 +93,7 @@ def _match_logits(student: torch.Tensor, teacher: torch.Tensor, what: str) -> to
             f"{what}: student {list(student.shape)} and teacher {list(teacher.shape)} differ in batch or "
             "channels; route the student through a connector."
         )
-    return _resize(teacher.detach(), student.shape[-2:])
+    return resize(teacher.detach(), student.shape[-2:])
 
 
 def _valid_pixels(mask: torch.Tensor, size: torch.Size, ignore_index: int) -> torch.Tensor:
@@ -119,11 +110,6 @@ def _valid_pixels(mask: torch.Tensor, size: torch.Size, ignore_index: int) -> to
     if tuple(valid.shape[-2:]) != tuple(size):
         valid = F.interpolate(valid[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0.5
     return valid
-
-
-def _check_finite(value: torch.Tensor, what: str, hint: str = "") -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise FloatingPointError(f"{what} is {value.detach().cpu().tolist()} (not finite){hint}")
 
 
 # --------------------------------------------------------------------------- pixel-wise
@@ -413,7 +399,7 @@ class ScoreDiscriminator(nn.Module):
         self.num_classes, self.in_channels = num_classes, in_channels
 
     def forward(self, image: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        image = _resize(image, score.shape[-2:])
+        image = resize(image, score.shape[-2:])
         return self.net(torch.cat([image, score], dim=1)).mean(dim=(1, 2, 3))
 
 
@@ -433,7 +419,7 @@ class HolisticAdversarial(KDLoss):
     The optimiser is Adam with lr 4e-4 and betas (0.9, 0.99), as in the authors' code (`D_solver`,
     `lr_d = 4e-4`); both are arguments. It is an attribute (`optimizer`), not part of `state_dict()`; save
     ``optimizer.state_dict()`` beside the checkpoint to resume. The critic's gradients are cleared after each
-    step. A non-finite loss raises FloatingPointError.
+    step. A non-finite loss raises :class:`~nas.errors.DivergedError` (a FloatingPointError).
 
     Shapes: image `[B, 3, H, W]`, logits `[B, K, h, w]` (a teacher at another size is resized to the student's).
     `discriminator` replaces the default :class:`ScoreDiscriminator`; it must map (image, score) to `[B]` and
@@ -469,7 +455,7 @@ class HolisticAdversarial(KDLoss):
 
     def _hint(self) -> str:
         return (
-            f"; the holistic adversarial term diverged: lower the discriminator lr (now {self.lr:g}) "
+            f"the holistic adversarial term diverged: lower the discriminator lr (now {self.lr:g}) "
             "or the term's weight, or turn the term off"
         )
 
@@ -496,7 +482,7 @@ class HolisticAdversarial(KDLoss):
         (= d_real − d_fake) as floats."""
         teacher = _match_logits(student_logits, teacher_logits, "holistic KD")
         size = student_logits.shape[-2:]
-        img = _resize(image.detach(), size)
+        img = resize(image.detach(), size)
         fake = F.softmax(student_logits.detach(), dim=1)
         real = F.softmax(teacher, dim=1)
         with torch.enable_grad():
@@ -505,8 +491,8 @@ class HolisticAdversarial(KDLoss):
             gp = self.gradient_penalty(img, real, fake) if self.lambda_gp > 0 else d_real.new_zeros(())
             loss = d_fake - d_real + self.lambda_gp * gp
             stats = {"d_loss": loss.item(), "d_real": d_real.item(), "d_fake": d_fake.item(), "gp": gp.item()}
-            _check_finite(
-                loss.detach(),
+            check_finite(
+                loss,
                 "discriminator loss ({})".format(", ".join(f"{k}={v:.4g}" for k, v in stats.items())),
                 self._hint(),
             )
@@ -519,7 +505,7 @@ class HolisticAdversarial(KDLoss):
 
     def forward(self, image: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
         _check_4d(student_logits, "holistic KD: student logits")
-        img = _resize(image.detach(), student_logits.shape[-2:])
+        img = resize(image.detach(), student_logits.shape[-2:])
         params = list(self.discriminator.parameters())
         flags = [p.requires_grad for p in params]
         for p in params:
@@ -529,5 +515,5 @@ class HolisticAdversarial(KDLoss):
         finally:
             for p, flag in zip(params, flags):
                 p.requires_grad_(flag)
-        _check_finite(out.detach(), "holistic KD student term", self._hint())
+        check_finite(out, "holistic KD student term", self._hint())
         return out

@@ -166,7 +166,7 @@ class _Peer(nn.Module):
         self.net = net
         self.owned = [j for j in range(len(net.cells)) if j not in shared]
 
-    def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor], size: list[int]) -> dict[str, torch.Tensor]:
         """The leader's features (stem and cells, see :meth:`SegNet.features`) → this peer's named outputs."""
         own = list(feats)
         for j in self.owned:  # cells are in dependency order: an input is shared or already recomputed
@@ -195,7 +195,7 @@ class PeerGroup(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.training:
             return self.leader(x)
-        size = (x.shape[2], x.shape[3])
+        size = [x.shape[2], x.shape[3]]
         feats = self.leader.features(x)
         out = dict(self.leader.decode(feats, size))
         peer_out = [peer(feats, size) for peer in self.peers]

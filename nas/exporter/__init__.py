@@ -2,7 +2,8 @@
 
 Formats: ``torchscript`` (`model.ts`), ``onnx`` (`model.onnx`, needs the `onnx` extra) and ``json``
 (`model.arch.json`, the searched architecture; HRNet teachers have none). Every file is written atomically
-and every runnable one is compared with the eager model (:mod:`nas.exporter.verify`), as the house style asks.
+and every runnable one is compared with the eager model (:mod:`nas.exporter.verify`), so
+no exported file is left that disagrees with the network it came from.
 """
 
 from __future__ import annotations

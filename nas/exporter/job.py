@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas.config import parse_hw
 from nas.errors import UserError
 
 __all__ = ["REPORT_NAME", "ExportResult", "run_export", "resolve_input_hw", "print_export_table"]
@@ -47,8 +48,6 @@ def resolve_input_hw(flag: str | tuple[int, int] | None, configured: tuple[int, 
                      fallback: tuple[int, int]) -> tuple[int, int]:
     """An explicit size (`HxW` text or a pair), else a configured one, else the model file's, else `fallback`;
     it must be a multiple of the network's stride."""
-    from nas.commands.arch import parse_hw
-
     if flag:
         hw = parse_hw(flag) if isinstance(flag, str) else (int(flag[0]), int(flag[1]))
     elif min(configured) > 0:

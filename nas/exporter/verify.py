@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.config import DataConfig
 from nas.errors import UserError
 from nas.exporter.torchscript import Artifact, load_torchscript, logits_only
+from search_spaces.upsample import resize
 
 __all__ = ["Verification", "check_inputs", "artifact_runner", "verify_artifact", "measure_latencies"]
 
@@ -76,9 +76,7 @@ def check_inputs(input_hw: tuple[int, int], data: DataConfig | None = None, n_re
         log.warning("the %s val split is empty; comparing on random inputs only", data.name)
         return inputs
     real = torch.stack([ds[i]["image"] for i in range(n)]).float()
-    if tuple(real.shape[-2:]) != (h, w):
-        real = F.interpolate(real, size=(h, w), mode="bilinear", align_corners=False)
-    inputs["real"] = real
+    inputs["real"] = resize(real, [h, w])
     return inputs
 
 

@@ -27,7 +27,7 @@ from nas.latency.measure import LatencyBackend
 from nas.latency.table import LatencyTable, apply_correction
 from search_spaces.arch import Architecture, SpaceSpec
 
-__all__ = ["ValidationReport", "kendall_tau", "kendall_tau_interval", "calibration_seed", "random_networks", "measure_networks",
+__all__ = ["ValidationReport", "kendall_tau", "kendall_tau_interval", "calibration_seed", "random_networks",
            "fit_correction", "validate", "plot_scatter"]
 
 log = logging.getLogger(__name__)
@@ -179,18 +179,6 @@ class _Logits(nn.Module):
         return self.net(x)["logits"]
 
 
-def measure_networks(archs: list[Architecture], backend: LatencyBackend, input_shape: tuple[int, int, int, int],
-                     rounds: int = 12, repeats: int = 3, progress: bool = False) -> list[float]:
-    """End-to-end latency (ms) of each architecture's deployable network. The networks are timed in `rounds`
-    interleaved rounds (each the median of `repeats` runs) and the median round kept: interleaving spreads a
-    slow spell of the machine over all networks instead of one network's every run, and the backend's speed
-    reference (when it normalises) cancels what is left of it."""
-    from search_spaces.builder import build_network
-
-    nets = [build_network(arch, aux_heads=False).eval() for arch in archs]
-    return [float(np.median(s)) for s in _time_networks(nets, backend, input_shape, rounds, repeats, progress)]
-
-
 def _time_networks(nets: list[nn.Module], backend: LatencyBackend, input_shape: tuple[int, int, int, int],
                    rounds: int, repeats: int, progress: bool) -> list[list[float]]:
     """Each network's time in each round, in the order of the rounds."""
@@ -280,8 +268,8 @@ def plot_scatter(report: ValidationReport, path: str | Path, title: str = "") ->
     text = title or report.summary()
     ax.set_title("\n".join(textwrap.fill(line, 78) for line in text.splitlines()), fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    from nas.plots import save_figure
+
+    out = save_figure(fig, path, dpi=120)
     plt.close(fig)
-    return Path(path)
+    return out

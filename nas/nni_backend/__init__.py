@@ -15,7 +15,7 @@ from nas.errors import UserError
 
 if TYPE_CHECKING:
     from nas.config import ExperimentConfig
-    from nas.searcher.loop import SearchResult
+    from nas.searcher.common import SearchResult
 
 __all__ = ["STRATEGIES", "NNI_VERSION", "NniMissing", "require_nni", "run_nni_search"]
 

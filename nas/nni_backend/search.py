@@ -42,12 +42,19 @@ from nas.evaluate import evaluate
 from nas.io import RunDir, atomic_write_json, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
+from nas.losses import OhemCrossEntropy, check_finite
 from nas.nni_backend import NNI_VERSION, STRATEGIES, require_nni
 from nas.nni_backend.convert import LabelLayout, architecture_from_choice, one_hot_logits, probs_from_logits
 from nas.nni_backend.space import FasterSegModelSpace
 from nas.optim import make_optimizer
-from nas.searcher.loop import CHECKPOINT, SearchResult, arch_entropies, finish_student
-from nas.trainer.losses import OhemCrossEntropy
+from nas.searcher.common import (
+    CHECKPOINT,
+    SearchResult,
+    arch_entropies,
+    finish_student,
+    search_splits,
+    seg_loss,
+)
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.registry import space_from_config
 
@@ -56,17 +63,6 @@ __all__ = ["NniSearchJob", "run_search_nni", "CHOICE_FILE"]
 log = logging.getLogger(__name__)
 
 CHOICE_FILE = "nni_choice.json"  # NNI's exported sample of the last epoch, next to student.arch.json
-
-
-def _splits(cfg: ExperimentConfig) -> tuple[Any, KeyedSubset, KeyedSubset]:
-    """The train split cut into A (weights) and B (architecture) exactly as the native searcher cuts it."""
-    train = build_dataset(cfg.data, "train")
-    n = len(train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.run.seed)).tolist()
-    n_a = int(round(n * cfg.search.split_ratio))
-    if n_a < cfg.data.batch_size or n - n_a < cfg.data.batch_size:
-        raise UserError(f"the train split ({n} images) is too small to cut into A/B batches of {cfg.data.batch_size}")
-    return train, KeyedSubset(train, order[:n_a]), KeyedSubset(train, order[n_a:])
 
 
 def main_branches(cfg: ExperimentConfig, scales: tuple[int, ...]) -> tuple[int, int]:
@@ -94,7 +90,7 @@ class NniSearchJob:
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg.run.device)
         self.info = dataset_info(cfg.data)
-        self.train, self.split_a, self.split_b = _splits(cfg)
+        self.train, self.split_a, self.split_b = search_splits(cfg)
         self.val = build_dataset(cfg.data, "val")
         spec = space_from_config(cfg.space, self.info.num_classes)
         self.spec = spec
@@ -165,14 +161,6 @@ class NniSearchJob:
         sc = self.cfg.search
         return latency_loss(lat, sc.latency_target_ms, sc.latency_loss, self.latency_weight, sc.latency_exponent), lat
 
-    def _seg_loss(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
-        """CE on the two-branch head plus `aux_weight` × mean CE of the branch heads (as the native searcher)."""
-        loss = self.ce(out["logits"], label)
-        aux = [k for k in out if k.startswith("logits_")]
-        if aux and self.cfg.search.aux_weight > 0:
-            loss = loss + self.cfg.search.aux_weight * sum(self.ce(out[k], label) for k in aux) / len(aux)
-        return loss
-
     # ------------------------------------------------------------------ steps
     def _arch_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """DARTS' first-order architecture step on a split-B batch, plus our latency term."""
@@ -185,7 +173,7 @@ class NniSearchJob:
             lat_loss, lat = self.latency(self.probs())
             loss = loss + lat_loss
             logs.update(a_latency_loss=float(lat_loss.detach()), expected_latency_ms=float(lat.detach()))
-        _check_finite(loss, "architecture loss")
+        check_finite(loss, "architecture loss", "lower the learning rates")
         loss.backward(inputs=list(self.logits.values()))
         self.a_opt.step()
         return logs
@@ -196,8 +184,8 @@ class NniSearchJob:
         if not self.differentiable:
             self.resample()
         self.w_opt.zero_grad(set_to_none=True)
-        loss = self._seg_loss(self.net(image), label)
-        _check_finite(loss, "weight loss")
+        loss = seg_loss(self.ce, self.net(image), label, self.cfg.search.aux_weight)
+        check_finite(loss, "weight loss", "lower the learning rates")
         loss.backward(inputs=self.weights)
         if self.cfg.search.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.cfg.search.grad_clip)
@@ -322,11 +310,6 @@ class NniSearchJob:
                                                           for k, v in row.items()))
         student = self.student
         return SearchResult(student, None, self.run, student.meta.get("predicted_latency_ms"))
-
-
-def _check_finite(loss: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(loss):
-        raise UserError(f"the {what} became {float(loss)}: stopping (lower the learning rates)")
 
 
 def run_search_nni(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:

@@ -24,14 +24,13 @@ and `main_branches[1]`), as the expected-latency model assumes.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
 from search_spaces.arch import SpaceSpec
 from search_spaces.heads import FeatureFusion, FusionStep, SegHead, Stem
 from search_spaces.ops import SlimOperator, channels
-from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp
+from search_spaces.upsample import UPSAMPLERS, Bilinear, PixelShuffleUp, resize
 
 __all__ = ["FasterSegModelSpace", "PATHS", "op_label", "path_label", "width_label", "up_label", "FINAL_UP"]
 
@@ -204,8 +203,8 @@ class FasterSegModelSpace(ModelSpace):
             fused.append(y)
         size = (x.shape[2], x.shape[3])
         feat = self.ffm(torch.cat(fused, dim=1))
-        logits = F.interpolate(self.final(self.head(feat)), size=size, mode="bilinear", align_corners=True)
+        logits = resize(self.final(self.head(feat)), size, align_corners=True)
         res = {"logits": logits, "feat8": feat}
         for e, y in zip(self.main_branches, fused):
-            res[f"logits_{e}"] = F.interpolate(self.aux[str(e)](y), size=size, mode="bilinear", align_corners=True)
+            res[f"logits_{e}"] = resize(self.aux[str(e)](y), size, align_corners=True)
         return res

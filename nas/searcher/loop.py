@@ -1,6 +1,6 @@
 """The search job: weight warm-up, then alternating architecture and weight steps, one checkpoint per epoch.
 
-FasterSeg's bi-level schedule (DESIGN §4): the train split is cut into A (weights, SGD) and B (architecture,
+FasterSeg's bi-level schedule (Chen et al., ICLR 2020): the train split is cut into A (weights, SGD) and B (architecture,
 Adam). Each search iteration first takes an architecture step on a B batch — student loss = CE + KD from the
 co-searched teacher + latency term, teacher loss = CE — then a weight step on an A batch for both sets. The
 warm-up trains weights only, with the student's widths sandwich-sampled (widest, narrowest, random).
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,45 +22,34 @@ from torch.utils.data import DataLoader
 
 from nas import distributed as dist
 from nas.config import ExperimentConfig, config_hash
-from nas.data import KeyedSubset, build_dataset, build_loader, class_weights, dataset_info
+from nas.data import build_dataset, build_loader, class_weights, dataset_info
 from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import create_kd_loss
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, kept_checkpoint, resume_checkpoint, save_checkpoint
+from nas.io import RunDir, resume_checkpoint, save_checkpoint
 from nas.latency import ArchProbs, ExpectedLatency, latency_loss
 from nas.latency.cache import open_table
+from nas.losses import OhemCrossEntropy, check_finite
 from nas.optim import make_optimizer
-from nas.trainer.losses import OhemCrossEntropy
+from nas.searcher.common import (
+    CHECKPOINT,
+    SearchResult,
+    arch_entropies,
+    finish_student,
+    search_splits,
+    seg_loss,
+)
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.derive import derive
 from search_spaces.fasterseg import Supernet, create_supernet
 
-__all__ = ["SearchResult", "run_search", "arch_entropies"]
+__all__ = ["SearchJob", "run_search"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "search.ckpt"
 _FINE_GRAINED = (0.002, 0.994, 0.004)  # FasterSeg's α / β / γ latency weights
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    student: Architecture
-    teacher: Architecture | None
-    run_dir: RunDir
-    student_latency_ms: float | None
-
-
-def arch_entropies(probs: dict[str, Any]) -> dict[str, float]:
-    """Mean entropy (nats) of the α, β, γ and upsampler distributions: how undecided the search still is."""
-    out = {}
-    for kind in ("alpha", "beta", "gamma", "upsample"):
-        dists = list(probs.get(kind, {}).values())
-        if dists:
-            ent = torch.stack([-(p * p.clamp_min(1e-12).log()).sum() for p in dists]).mean()
-            out[f"entropy_{kind}"] = float(ent.detach())
-    return out
+_ADVICE = "lower search.weight_lr / search.arch_lr"  # what a diverged loss asks for
 
 
 class _Argmax(nn.Module):
@@ -79,17 +65,6 @@ class _Argmax(nn.Module):
         return self.net(x, self.arch_set, tau=1.0, argmax=True)
 
 
-def _splits(cfg: ExperimentConfig):
-    train = build_dataset(cfg.data, "train")
-    n = len(train)
-    g = torch.Generator().manual_seed(cfg.run.seed)
-    order = torch.randperm(n, generator=g).tolist()
-    n_a = int(round(n * cfg.search.split_ratio))
-    if n_a < cfg.data.batch_size or n - n_a < cfg.data.batch_size:
-        raise UserError(f"the train split ({n} images) is too small to cut into A/B batches of {cfg.data.batch_size}")
-    return train, KeyedSubset(train, order[:n_a]), KeyedSubset(train, order[n_a:])
-
-
 class SearchJob:
     """State and steps of one search run (construct, then :meth:`run`)."""
 
@@ -101,7 +76,7 @@ class SearchJob:
         self.device = dist.local_device(resolve_device(cfg.run.device))
         self.info = dataset_info(cfg.data)
         with dist.local_main_first():  # one process per node builds a data cache
-            self.train, self.split_a, self.split_b = _splits(cfg)
+            self.train, self.split_a, self.split_b = search_splits(cfg)
             self.val = build_dataset(cfg.data, "val")
         self.net = dist.convert_sync_batchnorm(create_supernet(cfg.space, self.info.num_classes),
                                                cfg.run.sync_bn).to(self.device)
@@ -146,15 +121,6 @@ class SearchJob:
                                               drop_last=True))
 
     # ------------------------------------------------------------------ losses
-    def _seg_loss(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
-        """CE on every two-branch head, plus `aux_weight` × CE on the single-branch heads (FasterSeg trains all)."""
-        pair = [k for k in out if k.startswith("logits_") and k.count("_") == 2]
-        aux = [k for k in out if k.startswith("logits_") and k.count("_") == 1]
-        loss = sum(self.ce(out[k], label) for k in pair) / max(1, len(pair))
-        if aux and self.cfg.search.aux_weight > 0:
-            loss = loss + self.cfg.search.aux_weight * sum(self.ce(out[k], label) for k in aux) / len(aux)
-        return loss
-
     def _latency_term(self) -> tuple[torch.Tensor, float]:
         probs = ArchProbs(**self.net.arch_probs("student"))
         sc = self.cfg.search
@@ -178,19 +144,19 @@ class SearchJob:
         total = torch.zeros((), device=self.device)
         if "teacher" in self.sets:
             t_out = self.net(image, "teacher", tau=tau, generator=gen)
-            t_loss = self._seg_loss(t_out, label)
+            t_loss = seg_loss(self.ce, t_out, label, self.cfg.search.aux_weight)
             teacher_logits = t_out["logits"].detach()
             total = total + t_loss
             logs["w_loss_teacher"] = float(t_loss.detach())
         s_out = self.net(image, "student", tau=tau, generator=gen, width_mode=width_mode)
-        s_loss = self._seg_loss(s_out, label)
+        s_loss = seg_loss(self.ce, s_out, label, self.cfg.search.aux_weight)
         if teacher_logits is not None and self.cfg.search.kd_weight > 0:
             kd = self.kd(s_out["logits"], teacher_logits, mask=label)
             s_loss = s_loss + self.cfg.search.kd_weight * kd
             logs["w_kd"] = float(kd.detach())
         total = total + s_loss
         logs["w_loss_student"] = float(s_loss.detach())
-        _check_finite(total, "weight loss", self.epoch, self.run.file(CHECKPOINT))
+        check_finite(total, "weight loss", _ADVICE, self.epoch, self.run.file(CHECKPOINT))
         total.backward()
         dist.all_reduce_grads(self.net.weight_parameters())
         if self.cfg.search.grad_clip > 0:
@@ -221,7 +187,7 @@ class SearchJob:
             logs["a_latency_loss"], logs["expected_latency_ms"] = float(lat_loss.detach()), lat_ms
         total = total + s_loss
         logs["a_loss_student"] = float(s_loss.detach())
-        _check_finite(total, "architecture loss", self.epoch, self.run.file(CHECKPOINT))
+        check_finite(total, "architecture loss", _ADVICE, self.epoch, self.run.file(CHECKPOINT))
         total.backward(inputs=self.net.arch_parameters())  # weight gradients are not needed here
         dist.all_reduce_grads(self.net.arch_parameters())
         self.a_opt.step()
@@ -354,59 +320,6 @@ class SearchJob:
         if student.meta.get("at_min_depth") and any(student.meta["at_min_depth"].values()):
             log.warning("the derived student ended at the minimum-depth bound: the latency target may be too tight")
         return SearchResult(student, self.archs.get("teacher"), self.run, student.meta.get("predicted_latency_ms"))
-
-
-def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, latency_weight: float, epoch: int,
-                   row: dict[str, Any],
-                   rederive: Callable[[Callable[[Architecture], float], float], Architecture] | None = None,
-                   ) -> tuple[Architecture, float]:
-    """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
-    weight adapted to the most probable one (doubled above the target, halved below 85% of it, after the
-    warm-up); shared by every search back-end so that all of them derive and price alike. Writes
-    ``table_latency_ms`` into `row`. Above the target, with ``search.fit_target`` and a back-end that can
-    re-derive (`rederive(cost, budget)`), the student is derived again within the target
-    (:func:`search_spaces.derive.derive_within_budget`); ``table_latency_ms_most_probable`` keeps the latency
-    before that."""
-    sc = cfg.search
-    shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-
-    def price(arch: Architecture) -> float:
-        return table.predict_architecture(arch, shape)
-
-    if table is None:
-        return _with_distill(sc, student), latency_weight
-    lat = most_probable = price(student)
-    row["table_latency_ms_most_probable"] = most_probable
-    if rederive is not None and sc.fit_target and sc.latency_target_ms > 0 and lat > sc.latency_target_ms:
-        student = rederive(price, sc.latency_target_ms)
-        lat = float(student.meta["budget"]["ms"])  # priced by the fit already
-    student = _with_distill(sc, student)
-    row["table_latency_ms"] = lat
-    student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=sc.latency_target_ms,
-                                latency_table=str(table.path))
-    if sc.latency_adapt and epoch >= sc.warmup_epochs:  # the supernet's own choice, not the fitted one
-        if most_probable > sc.latency_target_ms:
-            latency_weight *= 2.0
-        elif most_probable < 0.85 * sc.latency_target_ms:
-            latency_weight = max(latency_weight / 2.0, 1e-3)
-    return student, latency_weight
-
-
-def _with_distill(sc: Any, student: Architecture) -> Architecture:
-    """`student` with the retraining distillation the search was run for recorded."""
-    if sc.distill == "none":
-        return student
-    distill: dict[str, Any] = {"mode": sc.distill}
-    if sc.distill == "tutor":
-        distill["tutor_path"] = sc.tutor_path
-    return replace(student, distill=distill)
-
-
-def _check_finite(loss: torch.Tensor, what: str, epoch: int, ckpt: Path) -> None:
-    """Stop on a NaN / Inf loss before it reaches the weights, with a one-line error naming what is kept."""
-    if not torch.isfinite(loss.detach()):
-        raise UserError(f"the {what} became {float(loss.detach())} at epoch {epoch}: stopping (lower "
-                        f"search.weight_lr / search.arch_lr); {kept_checkpoint(ckpt)}")
 
 
 def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:

@@ -149,7 +149,7 @@ class TrialObjective:
     def __call__(self, trial: Any) -> tuple[float, float]:
         from nas.models import load_model
         from nas.searcher import run_search
-        from nas.searcher.loop import CHECKPOINT as SEARCH_CKPT
+        from nas.searcher.common import CHECKPOINT as SEARCH_CKPT
         from nas.trainer import run_train
         from nas.trainer.loop import CHECKPOINT as TRAIN_CKPT
 

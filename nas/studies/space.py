@@ -1,6 +1,6 @@
 """The hyperparameters a study trial samples, and the config overrides each sampled value stands for.
 
-Built-in parameters (:data:`DEFAULT_SPACE`) cover the search knobs of DESIGN §7: the latency target and weight,
+Built-in parameters (:data:`DEFAULT_SPACE`) cover the knobs that shape a search's outcome: the latency target and weight,
 the distillation choice and weights, fixed or searched upsampling, the tutor's path, the architecture learning
 rate and the Gumbel temperature schedule. A YAML file replaces any of them by name:
 

@@ -1,7 +1,7 @@
 """Retraining: a derived student (or a teacher) from scratch, with distillation teacher → tutor → student.
 
-The names below are loaded on first use: `nas.evaluate` imports `nas.trainer.losses`, so importing the training
-loop eagerly here would make that import circular.
+The names below are loaded on first use, so that importing one submodule (e.g. :mod:`nas.trainer.chain`) does not
+load the whole training loop and its data and distillation stack.
 """
 
 from __future__ import annotations

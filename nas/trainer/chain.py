@@ -1,15 +1,15 @@
 """What a training job trains, in which order, and from whom: the distillation chain teacher → tutor → student.
 
 A job is a list of :class:`Phase` s. A plain retrain or a teacher's training is one phase. With KD losses the
-phase's teacher is a frozen model file (`distill.teacher`). With the tutor chain (DESIGN §2, the seed paper's
+phase's teacher is a frozen model file (`distill.teacher`). With the tutor chain (the seed paper's
 tutor-guided distillation) there are two phases: the tutor learns from the teacher, then, frozen, teaches the
 student; each edge uses the configured losses.
 
-The KD terms read named outputs (DESIGN §5): pixel KL and channel-wise divergence on ``logits``, pair-wise
+The KD terms read named outputs of both networks: pixel KL and channel-wise divergence on ``logits``, pair-wise
 affinity and feature mimicking (through a 1×1 connector) on ``feat8`` of both sides, holistic adversarial on
 ``logits`` (with the image).
 
-Teacher-free online distillation (`distill.online = "okddip"`, DESIGN §5) trains the student as the leader of
+Teacher-free online distillation (`distill.online = "okddip"`, OKDDip: Chen et al., AAAI 2020) trains the student as the leader of
 a :class:`~nas.distill.okddip.PeerGroup`; it needs no teacher and may be combined with the teacher's losses.
 """
 

@@ -1,7 +1,7 @@
 """The retraining job: a derived student from scratch (or a teacher, or a hand-designed baseline such as BiSeNetV2),
 with distillation, one checkpoint per epoch.
 
-FasterSeg's retraining recipe (DESIGN §5), scaled to the dataset: loss = OHEM cross-entropy on ``logits``
+FasterSeg's retraining recipe, scaled to the dataset: loss = OHEM cross-entropy on ``logits``
 + `aux_weight` × cross-entropy on each auxiliary head + the KD terms of :mod:`nas.trainer.chain`; SGD (or AdamW,
 `train.optimizer`) with the poly schedule lr_i = lr · (1 − i / N)^0.9 over the N iterations of a phase (DeepLab,
 Chen et al., TPAMI 2018, §4.1), gradient clipping, mixed precision on CUDA only. A holistic KD term's discriminator takes one step per
@@ -36,7 +36,8 @@ from nas.device import resolve_device, seed_everything, set_threads
 from nas.distill import DistillationCriterion, HolisticAdversarial, OKDDipCriterion, freeze_teacher, leader_of
 from nas.errors import UserError
 from nas.evaluate import evaluate
-from nas.io import RunDir, atomic_write_json, kept_checkpoint, resume_checkpoint, save_checkpoint
+from nas.io import RunDir, atomic_write_json, resume_checkpoint, save_checkpoint
+from nas.losses import OhemCrossEntropy, check_finite
 from nas.metrics import SegScores
 from nas.models import save_model
 from nas.optim import make_optimizer
@@ -49,7 +50,6 @@ from nas.trainer.chain import (
     plan_phases,
     tutor_path_for,
 )
-from nas.trainer.losses import OhemCrossEntropy
 from search_spaces.arch import Architecture, load_architecture
 from search_spaces.baselines import BASELINES, build_baseline
 from search_spaces.builder import build_network
@@ -266,9 +266,7 @@ class TrainJob:
             okd, okd_logs = st.okddip(out, label, self.ohem, epoch=epoch, progress=progress)
             loss = loss + okd
             logs.update(okd_logs)
-        if not bool(torch.isfinite(loss.detach())):
-            raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: stopping (lower train.lr); "
-                            f"{kept_checkpoint(self.run.file(CHECKPOINT))}")
+        check_finite(loss, "training loss", "lower train.lr", epoch, self.run.file(CHECKPOINT))
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
         dist.all_reduce_grads(st.optimizer)

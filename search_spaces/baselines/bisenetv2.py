@@ -31,7 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.baselines.common import BASELINES, SegHead, conv_bn, init_weights, repeats, resize, scaled
+from search_spaces.baselines.common import (
+    BASELINES,
+    SegHead,
+    conv_bn,
+    init_weights,
+    make_stages,
+    repeats,
+    scaled,
+)
+from search_spaces.upsample import resize
 
 __all__ = ["BiSeNetV2", "build_bisenetv2"]
 
@@ -123,18 +132,10 @@ class _SemanticBranch(nn.Module):
         super().__init__()
         c_stem = scaled(_STEM, width)
         self.stem = _StemBlock(c_stem)
-        self.stages = nn.ModuleList()
-        self.stage_channels = [c_stem]
-        c_prev = c_stem
-        for c, n in _SEMANTIC:
-            c = scaled(c, width)
-            layers = [_GatherExpand(c_prev, c, 2)]
-            layers.extend(_GatherExpand(c, c, 1) for _ in range(repeats(n - 1, depth)))
-            self.stages.append(nn.Sequential(*layers))
-            self.stage_channels.append(c)
-            c_prev = c
-        self.context = _ContextEmbedding(c_prev)
-        self.out_channels = c_prev
+        self.stages, channels = make_stages(_GatherExpand, c_stem, _SEMANTIC, width, depth)
+        self.stage_channels = [c_stem, *channels]
+        self.context = _ContextEmbedding(channels[-1])
+        self.out_channels = channels[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [self.stem(x)]

@@ -13,15 +13,14 @@ attribute ``aux``, so a model file's deployable state leaves them out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.registry import Registry
 
-__all__ = ["BASELINES", "scaled", "repeats", "conv_bn", "SegHead", "resize", "init_weights"]
+__all__ = ["BASELINES", "scaled", "repeats", "make_stages", "conv_bn", "SegHead", "init_weights"]
 
 BASELINES: Registry[Callable[..., nn.Module]] = Registry("baseline family")
 
@@ -36,6 +35,20 @@ def repeats(n: int, depth: float) -> int:
     return max(1, int(n * depth + 0.5))
 
 
+def make_stages(block: Callable[[int, int, int], nn.Module], c_in: int, stages: Sequence[tuple[int, int]],
+                width: float, depth: float) -> tuple[nn.ModuleList, list[int]]:
+    """The stages (channels, blocks) of a backbone, each `nn.Sequential` of blocks `block(c_in, c_out, stride)`: the
+    first halves the resolution, the others (`blocks` − 1, × `depth`) keep it; channels are `scaled` by `width`.
+    Returns the stages and each one's output channels."""
+    out, channels = nn.ModuleList(), []
+    for c, n in stages:
+        c = scaled(c, width)
+        out.append(nn.Sequential(block(c_in, c, 2), *(block(c, c, 1) for _ in range(repeats(n - 1, depth)))))
+        channels.append(c)
+        c_in = c
+    return out, channels
+
+
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1,
             relu: bool = True) -> nn.Sequential:
     """A bias-free `kernel`×`kernel` convolution ("same" padding), BatchNorm, and a ReLU unless `relu=False`."""
@@ -46,11 +59,6 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def resize(x: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Bilinear resizing to `size` = [H, W] (half-pixel centres, as both families' reference code)."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class SegHead(nn.Module):

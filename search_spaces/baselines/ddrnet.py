@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.baselines.common import BASELINES, conv_bn, init_weights, repeats, resize, scaled
+from search_spaces.baselines.common import BASELINES, conv_bn, init_weights, repeats, scaled
+from search_spaces.upsample import resize
 
 __all__ = ["DDRNet", "build_ddrnet"]
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search_spaces.baselines.common import BASELINES, SegHead, conv_bn, init_weights, repeats, resize, scaled
+from search_spaces.baselines.common import BASELINES, SegHead, conv_bn, init_weights, make_stages, scaled
+from search_spaces.upsample import resize
 
 __all__ = ["PPLiteSeg", "build_ppliteseg", "adaptive_avg_pool"]
 
@@ -79,16 +80,7 @@ class _STDCEncoder(nn.Module):
         super().__init__()
         c1, c2 = (scaled(c, width) for c in _STEM)
         self.stem = nn.Sequential(conv_bn(3, c1, 3, 2), conv_bn(c1, c2, 3, 2))
-        self.stages = nn.ModuleList()
-        self.out_channels: list[int] = []
-        c_prev = c2
-        for c, n in _STAGES:
-            c = scaled(c, width)
-            modules = [_STDCModule(c_prev, c, 2)]
-            modules.extend(_STDCModule(c, c, 1) for _ in range(repeats(n - 1, depth)))
-            self.stages.append(nn.Sequential(*modules))
-            self.out_channels.append(c)
-            c_prev = c
+        self.stages, self.out_channels = make_stages(_STDCModule, c2, _STAGES, width, depth)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)

@@ -159,21 +159,6 @@ def test_arch_probs_layout_matches_latency_model():
     assert teacher.argmax() == len(net.spec.widths) - 1 and teacher.max() == 1
 
 
-def test_cell_configs_describe_every_slot():
-    net = _net("tiny")
-    cfgs = net.cell_configs("student")
-    assert len(cfgs) == len(net.cells)
-    L, fch = net.L, net.spec.fch
-    first = next(c for c in cfgs if c.layer == 0 and c.direction == "down")
-    assert first.c_in == (round(8 * fch * 8 / 12),) and first.gamma_in is None and first.gamma_out == (1, 1)
-    assert first.stride == 2 and first.out_scale == 16
-    last = [c for c in cfgs if c.layer == L - 1]
-    assert {c.direction for c in last} == {"keep"} and all(c.gamma_out is None for c in last)
-    assert all(len(c.c_in) == len(net.spec.widths) for c in cfgs if c.layer > 0)
-    teacher = net.cell_configs("teacher")
-    assert all(len(c.c_in) == 1 and len(c.c_out) == 1 for c in teacher)
-
-
 def test_create_supernet_from_config():
     net = create_supernet(SpaceConfig(name="tiny", mode="mixed", branches="32,8", upsample="bilinear"), 3)
     assert net.mode == "mixed" and net.main_branches == (32, 8) and net.spec.num_classes == 3

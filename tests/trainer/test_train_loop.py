@@ -15,9 +15,9 @@ import nas.trainer.loop as loop
 from nas.config import load_config
 from nas.errors import UserError
 from nas.io import load_checkpoint
+from nas.losses import OhemCrossEntropy
 from nas.models import load_model, save_model
 from nas.trainer import run_train
-from nas.trainer.losses import OhemCrossEntropy
 from search_spaces.arch import save_architecture
 from search_spaces.hrnet import build_hrnet
 from search_spaces.random_arch import random_architecture
