@@ -84,8 +84,12 @@ def _common(tmp: Path, name: str) -> list[str]:
 
 
 def _search_sets(tmp: Path, name: str, epochs: int = 1) -> list[str]:
+    # PixelShuffle upsamplers from PyTorch's init, not ICNR: with ICNR the warm-up pair differs by 1.3% (0.02%
+    # without). ICNR starts each upsampler as an exact nearest-neighbour copy, so many logits tie, and how the
+    # shards and the whole batch break those ties is our best explanation (not verified). The reduction under
+    # test does not depend on the initialisation.
     return [*_common(tmp, name), "search.warmup_epochs=1", f"search.epochs={epochs}", "search.iters_per_epoch=2",
-            "search.class_weighted=false"]
+            "search.class_weighted=false", "space.icnr=false"]
 
 
 def _train_sets(tmp: Path, name: str) -> list[str]:
