@@ -173,6 +173,7 @@ class SearchConfig:
     latency_exponent: float = 2.0  # β of the mnas form (Lat/T)^β
     latency_adapt: bool = True  # double / halve the weight after each epoch the derived network misses the target
     fit_target: bool = True  # re-derive a student above the target within it (derive_within_budget)
+    fill_target: float = 0.0  # with fit_target: grow a student below fill_target × target toward it (0 = never)
     fine_grained: bool = False  # FasterSeg's decoupled α/β/γ latency weighting (0.002 / 0.994 / 0.004)
     # native: our supernet and searcher; nni-*: NNI's DARTS / GumbelDARTS / RandomOneShot (the `nni` extra)
     strategy: Literal["native", "nni-darts", "nni-gumbel", "nni-random"] = "native"

@@ -130,9 +130,11 @@ def _branch_cells(sp: SpaceSpec, probs: dict[str, Any], route: list[int], head_w
 
 
 def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto", min_depth_rule: bool = True,
-           cost: Callable[[Architecture], float] | None = None, budget_ms: float | None = None) -> Architecture:
+           cost: Callable[[Architecture], float] | None = None, budget_ms: float | None = None,
+           fill: float = 0.0) -> Architecture:
     """The discrete architecture of `arch_set` (see the module docstring for the rules); with `cost` and
-    `budget_ms`, kept within the budget by :func:`derive_within_budget`."""
+    `budget_ms`, kept within the budget (and grown toward it below `fill` × budget) by
+    :func:`derive_within_budget`."""
     teacher = arch_set == "teacher"
     with torch.no_grad():
         probs = supernet.arch_probs(arch_set)
@@ -141,7 +143,7 @@ def derive(supernet: Supernet, arch_set: str = "student", branches: str = "auto"
               "head_width": 1.0 if teacher else supernet.head_width[arch_set],
               "kind": "teacher" if teacher else "student"}
     if cost is not None and budget_ms is not None:
-        arch = derive_within_budget(supernet.spec, probs, cost, budget_ms, **kwargs)
+        arch = derive_within_budget(supernet.spec, probs, cost, budget_ms, fill=fill, **kwargs)
     else:
         arch = derive_from_probs(supernet.spec, probs, **kwargs)
     return arch.with_meta(arch_set=arch_set)

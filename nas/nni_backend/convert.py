@@ -85,13 +85,14 @@ def one_hot_logits(layout: LabelLayout, sample: Mapping[str, Any]) -> dict[str, 
 def architecture_from_choice(layout: LabelLayout, sample: Mapping[str, Any], stem_width: float, head_width: float,
                              probs: Mapping[str, torch.Tensor] | None = None, min_depth_rule: bool = True,
                              meta: dict[str, Any] | None = None, cost: Callable[[Architecture], float] | None = None,
-                             budget_ms: float | None = None) -> Architecture:
+                             budget_ms: float | None = None, fill: float = 0.0) -> Architecture:
     """NNI's exported `sample` (label → chosen name) as our architecture, derived by our rules.
 
     Paths follow the sample exactly (one-hot β); operators, widths and upsamplers are the sample's. `probs`
     (label → probabilities, e.g. NNI's softmax of its α) only ranks the skips that the depth rules keep, so
     the choices must be their argmax; without it every choice counts as certain. With `cost` and `budget_ms`
-    the result is kept within the budget as the native search keeps its own (:func:`derive_within_budget`).
+    the result is kept within the budget (grown toward it below `fill` × budget) as the native search keeps its
+    own (:func:`derive_within_budget`).
     """
     missing = [lab for lab in layout.labels() if lab not in sample]
     if missing:
@@ -110,7 +111,7 @@ def architecture_from_choice(layout: LabelLayout, sample: Mapping[str, Any], ste
     kwargs = {"branches": branches, "min_depth_rule": min_depth_rule, "stem_width": stem_width,
               "head_width": head_width, "kind": "student"}
     if cost is not None and budget_ms is not None:
-        arch = derive_within_budget(layout.spec, arch_probs, cost, budget_ms, **kwargs)
+        arch = derive_within_budget(layout.spec, arch_probs, cost, budget_ms, fill=fill, **kwargs)
     else:
         arch = derive_from_probs(layout.spec, arch_probs, **kwargs)
     return arch.with_meta(**(meta or {}))

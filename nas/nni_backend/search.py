@@ -276,9 +276,9 @@ class NniSearchJob:
                                            max_batches=cfg.search.val_batches or None).miou
         student, self.latency_weight = finish_student(
             cfg, student, self.table, self.latency_weight, epoch, row,
-            rederive=lambda cost, budget: architecture_from_choice(self.layout, self.sample, self.stem_width,
-                                                                   self.head_width, probs=label_probs, meta=meta,
-                                                                   cost=cost, budget_ms=budget))
+            rederive=lambda cost, budget, fill: architecture_from_choice(
+                self.layout, self.sample, self.stem_width, self.head_width, probs=label_probs, meta=meta, cost=cost,
+                budget_ms=budget, fill=fill))
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values()))
         self.history.append({k: {str(kk): vv.detach().cpu().tolist() for kk, vv in d.items()}

@@ -67,13 +67,14 @@ def seg_loss(ce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: dict
 
 def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, latency_weight: float, epoch: int,
                    row: dict[str, Any],
-                   rederive: Callable[[Callable[[Architecture], float], float], Architecture] | None = None,
+                   rederive: Callable[[Callable[[Architecture], float], float, float], Architecture] | None = None,
                    ) -> tuple[Architecture, float]:
     """The epoch's derived student with its retraining distillation and table latency recorded, and the latency
     weight adapted to the most probable one (doubled above the target, halved below 85% of it, after the
     warm-up); shared by every search back-end so that all of them derive and price alike. Writes
     ``table_latency_ms`` into `row`. Above the target, with ``search.fit_target`` and a back-end that can
-    re-derive (`rederive(cost, budget)`), the student is derived again within the target
+    re-derive (`rederive(cost, budget, fill)`), the student is derived again within the target (and, below
+    ``search.fill_target`` × the target, grown toward it)
     (:func:`search_spaces.derive.derive_within_budget`); ``table_latency_ms_most_probable`` keeps the latency
     before that."""
     sc = cfg.search
@@ -86,8 +87,9 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
         return _with_distill(sc, student), latency_weight
     lat = most_probable = price(student)
     row["table_latency_ms_most_probable"] = most_probable
-    if rederive is not None and sc.fit_target and sc.latency_target_ms > 0 and lat > sc.latency_target_ms:
-        student = rederive(price, sc.latency_target_ms)
+    target = sc.latency_target_ms
+    if rederive is not None and sc.fit_target and target > 0 and (lat > target or lat < sc.fill_target * target):
+        student = rederive(price, target, sc.fill_target)
         lat = float(student.meta["budget"]["ms"])  # priced by the fit already
     student = _with_distill(sc, student)
     row["table_latency_ms"] = lat

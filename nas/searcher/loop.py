@@ -253,8 +253,9 @@ class SearchJob:
             row[f"val_miou_{s}"] = scores.miou
         student, self.latency_weight = finish_student(
             cfg, archs["student"], self.table, self.latency_weight, epoch, row,
-            rederive=lambda cost, budget: derive(self.net, "student", branches=cfg.space.branches, cost=cost,
-                                                 budget_ms=budget).with_meta(**meta, distill=cfg.search.distill))
+            rederive=lambda cost, budget, fill: derive(self.net, "student", branches=cfg.space.branches, cost=cost,
+                                                       budget_ms=budget, fill=fill).with_meta(
+                **meta, distill=cfg.search.distill))
         at_min = student.meta.get("at_min_depth", {})
         row["at_min_depth"] = int(any(at_min.values())) if isinstance(at_min, dict) else int(bool(at_min))
         archs["student"] = student

@@ -114,3 +114,15 @@ def test_malformed_config_is_one_line_exit_2(tmp_path, bad):
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
     res = _cli("search", "--resume", *_flags(_sets(tmp_path, "none")))
     assert res.returncode == 2 and "nothing to resume" in res.stderr
+
+
+def test_a_generous_target_is_spent_with_fill_target(tmp_path):
+    """With room under the target, `search.fill_target` grows the derived student toward it and never past it.
+    fill_target changes only the derivation, not the search, so the same run without it is the reference."""
+    target = "search.latency_target_ms=25"
+    kept = run_search(load_config(None, _sets(tmp_path, "kept", (target,)))).student
+    grown = run_search(load_config(None, _sets(tmp_path, "grown", (target, "search.fill_target=0.9")))).student
+    before, after = float(kept.meta["predicted_latency_ms"]), float(grown.meta["predicted_latency_ms"])
+    assert before < 0.9 * 25  # room to grow
+    assert before < after <= 25 and grown.meta["budget"]["grown"] >= 1
+    assert [b.cells[-1].scale for b in grown.branches] == [b.cells[-1].scale for b in kept.branches]
