@@ -298,37 +298,38 @@ def derive_within_budget(sp: SpaceSpec, probs: dict[str, Any], cost: Callable[[A
         return arch
     work, moves, grown, lost = dict(probs), 0, 0, 0.0
     kind = derive_kwargs.get("kind", "student")
-    while spent > budget_ms and moves < max_moves:
+
+    def best_move(candidates: list[tuple[str, Any, int, float, float]], gain: Callable[[float], float | None]
+                  ) -> tuple[dict[str, Any], Architecture, float, float] | None:
+        """The candidate giving up the least log-probability per ms of `gain(ms)` (None: not allowed), ties to
+        the larger gain: (choices, architecture, its ms, log-probability given up)."""
         best: tuple[tuple[float, float], dict[str, Any], Architecture, float, float] | None = None
-        for group, key, choice, p_from, p_to in _budget_moves(sp, probs, work, arch, kind):
+        for group, key, choice, p_from, p_to in candidates:
             trial = _apply(work, group, key, choice)
             cand = derive_from_probs(sp, trial, **derive_kwargs)
             ms = price(cand)
-            if ms >= spent - 1e-9:
+            g = gain(ms)
+            if g is None:
                 continue
             loss = max(0.0, math.log(max(p_from, 1e-30)) - math.log(max(p_to, 1e-30)))
-            score = (loss / (spent - ms), -(spent - ms))
+            score = (loss / g, -g)
             if best is None or score < best[0]:
                 best = (score, trial, cand, ms, loss)
-        if best is None:
+        return None if best is None else best[1:]
+
+    while spent > budget_ms and moves < max_moves:  # shrink: ms saved
+        found = best_move(_budget_moves(sp, probs, work, arch, kind),
+                          lambda ms, now=spent: now - ms if ms < now - 1e-9 else None)
+        if found is None:
             break
-        _, work, arch, spent, loss = best
+        work, arch, spent, loss = found
         moves, lost = moves + 1, lost + loss
-    while fill > 0 and spent < fill * budget_ms and grown < max_moves:
-        best = None
-        for group, key, choice, p_from, p_to in _grow_moves(sp, probs, work, arch, kind):
-            trial = _apply(work, group, key, choice)
-            cand = derive_from_probs(sp, trial, **derive_kwargs)
-            ms = price(cand)
-            if ms <= spent + 1e-9 or ms > budget_ms:
-                continue
-            loss = max(0.0, math.log(max(p_from, 1e-30)) - math.log(max(p_to, 1e-30)))
-            score = (loss / (ms - spent), -(ms - spent))
-            if best is None or score < best[0]:
-                best = (score, trial, cand, ms, loss)
-        if best is None:
+    while fill > 0 and spent < fill * budget_ms and grown < max_moves:  # grow: ms spent, within the budget
+        found = best_move(_grow_moves(sp, probs, work, arch, kind),
+                          lambda ms, now=spent: ms - now if now + 1e-9 < ms <= budget_ms else None)
+        if found is None:
             break
-        _, work, arch, spent, loss = best
+        work, arch, spent, loss = found
         grown, lost = grown + 1, lost + loss
     return arch.with_meta(budget={"target_ms": budget_ms, "most_probable_ms": start, "ms": spent, "moves": moves,
                                   "grown": grown, "log_prob_given_up": lost, "met": spent <= budget_ms})
