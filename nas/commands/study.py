@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  ("pareto", "the Pareto-optimal trials", _pareto)):
         s = ssub.add_parser(name, help=helptext)
         s.add_argument("name", metavar="NAME")
+        s.add_argument("--csv", metavar="FILE", help="also write the table as CSV (one row per trial)")
         _storage_arg(s)
         s.set_defaults(func=func)
 
@@ -164,6 +165,15 @@ def _open(args: argparse.Namespace):
     return open_existing(args.name, _default_url(args), getattr(args, "artifacts", None))
 
 
+def _write_csv(args: argparse.Namespace, rows: list[dict]) -> None:
+    """`--csv FILE`: the rows shown, one per trial (objectives, parameters, state), written atomically."""
+    if getattr(args, "csv", None):
+        from nas.io import atomic_write_csv
+
+        flat = [{**{k: v for k, v in r.items() if k != "params"}, **r["params"]} for r in rows]
+        print(f"table: {atomic_write_csv(args.csv, flat)}")
+
+
 def _show(args: argparse.Namespace) -> int:
     from nas.studies.explore import format_table, trial_rows
 
@@ -173,6 +183,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"study {args.name!r} has no trials yet")
         return 0
     print(format_table(rows))
+    _write_csv(args, rows)
     budget = handle.study.user_attrs.get("nas", {}).get("latency_budget_ms", 0)
     done = sum(r["state"] == "COMPLETE" for r in rows)
     print(f"{len(rows)} trials, {done} complete; * = Pareto-optimal (val_mIoU up, latency_ms down)"
@@ -189,6 +200,7 @@ def _pareto(args: argparse.Namespace) -> int:
         print(f"study {args.name!r} has no complete (feasible) trial yet")
         return 0
     print(format_table(rows))
+    _write_csv(args, rows)
     for r in rows:
         print(f"trial {r['number']}: arch {r['arch']}  folder {r['run_dir']}")
     print(f"export one: nas study export {args.name} --trial {rows[0]['number']} --format onnx")

@@ -13,6 +13,7 @@ import urllib.request
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from nas.cli import main
@@ -84,6 +85,11 @@ def test_show_pareto_plot_and_frame(study, nas_cli):
     front = {t.number for t in s.best_trials}
     starred = {int(line.split()[1]) for line in lines[1:4] if line.startswith("*")}
     assert starred == front and front
+    table = study["tmp"] / "s3_trials.csv"
+    assert main(["study", "show", "s3", "--storage", url, "--csv", str(table)]) == 0
+    csv_rows = pd.read_csv(table)
+    assert list(csv_rows["number"]) == [0, 1, 2] and {"val_miou", "latency_ms", "state"} <= set(csv_rows.columns)
+    assert "params" not in csv_rows.columns  # one column per parameter
     pareto = nas_cli("study", "pareto", "s3", "--storage", url)
     assert pareto.returncode == 0, pareto.stderr
     for n in front:
