@@ -118,11 +118,13 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
 
 def test_a_generous_target_is_spent_with_fill_target(tmp_path):
     """With room under the target, `search.fill_target` grows the derived student toward it and never past it.
-    fill_target changes only the derivation, not the search, so the same run without it is the reference."""
-    target = "search.latency_target_ms=25"
+    fill_target changes only the derivation, not the search (the target is far above any network here, so the
+    latency term is zero either way), so the same run without it is the reference. How close to the target the
+    growth ends is checked with a deterministic cost in tests/search_spaces/test_derive.py."""
+    target = "search.latency_target_ms=1000"
     kept = run_search(load_config(None, _sets(tmp_path, "kept", (target,)))).student
     grown = run_search(load_config(None, _sets(tmp_path, "grown", (target, "search.fill_target=0.9")))).student
     before, after = float(kept.meta["predicted_latency_ms"]), float(grown.meta["predicted_latency_ms"])
-    assert before < 0.9 * 25  # room to grow
-    assert before < after <= 25 and grown.meta["budget"]["grown"] >= 1
+    assert before < after <= 1000 and grown.meta["budget"]["grown"] >= 1
+    assert "budget" not in kept.meta  # without fill_target a student within the target is left as derived
     assert [b.cells[-1].scale for b in grown.branches] == [b.cells[-1].scale for b in kept.branches]
