@@ -16,20 +16,17 @@ def _positive_pair(value: tuple[int, int], key: str) -> None:
 
 
 def check_config(cfg: Any) -> None:
-    """Raise a one-line ConfigError for a value no job can use (negative counts, empty sizes, unknown dataset)."""
-    run, data = cfg.run, cfg.data
+    """Raise a one-line ConfigError for a value no job can use (negative counts, empty sizes, unknown dataset);
+    the data section's own checks (batch size, workers, image size, the dataset's options) are
+    :func:`nas.data.check_data_config`'s."""
+    run = cfg.run
     if run.threads < 0:
         raise ConfigError(f"config key 'run.threads': must be 0 (torch's default) or positive, got {run.threads}")
     if run.log_every < 0:
         raise ConfigError(f"config key 'run.log_every': cannot be negative, got {run.log_every}")
-    if data.batch_size < 1:
-        raise ConfigError(f"config key 'data.batch_size': must be positive, got {data.batch_size}")
-    if data.workers < 0:
-        raise ConfigError(f"config key 'data.workers': cannot be negative, got {data.workers}")
-    _positive_pair(data.image_size, "data.image_size")
     _positive_pair(cfg.latency.input_hw, "latency.input_hw")
     if cfg.search.latency_target_ms < 0:
         raise ConfigError(f"config key 'search.latency_target_ms': cannot be negative, got {cfg.search.latency_target_ms}")
     from nas.data import check_data_config
 
-    check_data_config(data)
+    check_data_config(cfg.data)

@@ -108,11 +108,13 @@ def _stage_paths(run: Path, stage: str) -> list[Path]:
 def _check_before_work(cfg: ExperimentConfig, teacher: str | None) -> None:
     """Every check that needs no data and no training, so a mistake is refused before anything is written."""
     from nas.trainer.loop import check_train_config
+    from search_spaces.hrnet import HRNET_PRESETS
 
     if cfg.search.latency_target_ms <= 0:
         log.warning("search.latency_target_ms is 0: the search runs without a latency constraint")
-    if cfg.distill.losses and not teacher and cfg.train.hrnet_preset is None:
-        raise UserError("KD losses need a teacher: set distill.teacher or train.hrnet_preset")
+    if cfg.distill.losses and not teacher and cfg.train.hrnet_preset not in HRNET_PRESETS:
+        raise UserError(f"no teacher to distil from: set distill.teacher, or train.hrnet_preset to one of "
+                        f"{', '.join(HRNET_PRESETS)} to train one")
     if teacher and not Path(teacher).is_file():
         raise UserError(f"teacher model file not found: {teacher}")
     check_train_config(replace(cfg, train=replace(cfg.train, model="student")))
