@@ -3,7 +3,9 @@
 At each latency target (``--targets``, or ``auto``: the 20th / 50th / 80th percentiles of the table latency of
 random architectures of the space, i.e. spread over its reachable range):
 
-* ``searched``: the student of ``--searches`` independent searches (seeds 0, 1, …) under that target;
+* ``searched``: the student of ``--searches`` independent searches (seeds 0, 1, …) under that target
+  (``--strategy evolution``: group ``searched:evolution``, one one-shot supernet per seed evolved for every target,
+  with the :data:`EVOLUTION` schedule);
 * ``random``: ``--randoms`` architectures of the same space whose table latency is within ±5% of the target, all
   drawn before any is trained by one sampler (:func:`draw_randoms`: each draw takes its cell widths from the next
   window of two adjacent widths, upsamplers and branch pairs at random; rejection on table latency only);
@@ -46,6 +48,10 @@ QUICK = ("data.num_train=24", "data.num_val=8", "data.batch_size=4", "space.name
          "space.fch=null", "latency.calibrate=0", "latency.repeats=3", "latency.rounds=1", "latency.warmup=1",
          "search.warmup_epochs=1", "search.epochs=1", "search.iters_per_epoch=2", "search.val_batches=1",
          "train.epochs=1", "train.iters_per_epoch=2", "distill.losses=[]", "distill.teacher=null")
+# the one-shot supernet's schedule (weights only, uniform single paths) and the evolution, for --strategy evolution
+EVOLUTION = ("search.strategy=evolution", "search.warmup_epochs=0", "search.epochs=8", "search.iters_per_epoch=100",
+             "search.evolution_population=16", "search.evolution_generations=6", "search.evolution_calib_batches=8",
+             "search.evolution_score_batches=16")
 FIELDS = ("target_ms", "group", "name", "seed", "table_ms", "measured_ms", "params_m", "miou", "width", "model")
 
 
@@ -139,20 +145,20 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for target in sorted({r["target_ms"] for r in rows}):
         at = [r for r in rows if r["target_ms"] == target and r.get("miou") is not None]
-        s = [100 * r["miou"] for r in at if r["group"] == "searched"]
         rnd = [100 * r["miou"] for r in at if r["group"] == "random"]
         lines.append(f"target {target:g} ms:")
-        if s:
-            sd = statistics.stdev(s) if len(s) > 1 else 0.0
-            ms = statistics.mean(r["measured_ms"] or 0 for r in at if r["group"] == "searched")
-            lines.append(f"  searched  {statistics.mean(s):.1f} ± {sd:.1f} (n = {len(s)}, measured {ms:.2f} ms)")
         if rnd:
             lines.append(f"  random    median {statistics.median(rnd):.1f}, 75th pct "
                          f"{sorted(rnd)[int(0.75 * (len(rnd) - 1))]:.1f} (n = {len(rnd)})")
-        if s and len(rnd) > 1:
-            lo, hi = bootstrap_diff(s, rnd)
-            lines.append(f"  searched at the {percentile_of(statistics.mean(s), rnd):.0f}th percentile of random; "
-                         f"searched mean − random median 95% CI [{lo:+.1f}, {hi:+.1f}]")
+        for group in sorted({str(r["group"]) for r in at if str(r["group"]).startswith("searched")}):
+            s = [100 * r["miou"] for r in at if r["group"] == group]
+            sd = statistics.stdev(s) if len(s) > 1 else 0.0
+            ms = statistics.mean(r["measured_ms"] or 0 for r in at if r["group"] == group)
+            lines.append(f"  {group}  {statistics.mean(s):.1f} ± {sd:.1f} (n = {len(s)}, measured {ms:.2f} ms)")
+            if len(rnd) > 1:
+                lo, hi = bootstrap_diff(s, rnd)
+                lines.append(f"    at the {percentile_of(statistics.mean(s), rnd):.0f}th percentile of random; "
+                             f"mean − random median 95% CI [{lo:+.1f}, {hi:+.1f}]")
         for r in at:
             if str(r["group"]).startswith("baseline:"):
                 lines.append(f"  {r['group']:<20} {100 * r['miou']:.1f} (width {r['width']}, measured "
@@ -173,7 +179,7 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
         pts = [(r["measured_ms"], 100 * r["miou"]) for r in rows if r["group"] == g and r.get("measured_ms")]
         if pts:
             ax.scatter(*zip(*pts), label=g, s=28 if g == "random" else 44, alpha=0.8,
-                       marker="o" if g in ("searched", "random") else "s")
+                       marker="s" if g.startswith("baseline") else "o")
     for t in sorted({r["target_ms"] for r in rows}):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("measured latency (ms, torch eager, CPU)")
@@ -185,12 +191,38 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets: list[float], seed: int
+            ) -> dict[float, Path]:
+    """The searched student of every target for one seed (cached): one search per target (native), or one
+    supernet and its evolution for all targets (evolution)."""
+    import nas
+    from nas.searcher.evolution import target_file
+
+    def run(name: str, extra: list[str]) -> Path:
+        folder = work / name
+        if not (folder / "search.done").is_file():
+            nas.search(nas.load_config(args.config, [*overrides, *extra, f"run.root={work}", f"run.name={name}",
+                                                     f"run.seed={seed}"]))
+            (folder / "search.done").write_text("")
+        return folder
+
+    if args.strategy == "evolution":
+        folder = run(f"evolution_s{seed}", [*EVOLUTION, f"search.latency_target_ms={targets[0]}",
+                                            f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"])
+        return {t: folder / target_file(t) for t in targets}
+    return {t: run(f"search_{t:g}ms_s{seed}", [f"search.latency_target_ms={t}"]) / "student.arch.json"
+            for t in targets}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "pareto.yaml"))
     p.add_argument("--set", action="append", default=[], help="config override for every search and retrain")
     p.add_argument("--targets", default="auto", help="comma-separated ms, or auto (20/50/80th pct of random)")
     p.add_argument("--searches", type=int, default=3)
+    p.add_argument("--strategy", choices=("native", "evolution"), default="native",
+                   help="native: one differentiable search per target and seed; evolution: one one-shot supernet "
+                        "per seed, evolved for every target (EVOLUTION overrides)")
     p.add_argument("--randoms", type=int, default=8)
     p.add_argument("--baselines", default="bisenetv2,ppliteseg,ddrnet")
     p.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds")
@@ -252,25 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {group:<20} {name}: {100 * scores['miou']:.1f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
         atomic_write_csv(out, [{k: r.get(k) for k in FIELDS} for r in rows])
 
-    plan: list[tuple] = []
+    searched = "searched" if args.strategy == "native" else f"searched:{args.strategy}"
+    plans: dict[float, list[tuple]] = {t: [] for t in targets}  # trained target by target, searched first
+    for seed in range(args.searches):
+        for target, arch_file in _search(args, overrides, work, targets, seed).items():
+            arch = load_architecture(arch_file)
+            plans[target].append((target, searched, f"net_{arch_key(arch)}", 0, [], arch_file,
+                                  table.predict_architecture(arch, shape)))
     for ti, target in enumerate(targets):  # every random network is drawn before any is trained
         randoms, draws = draw_randoms(spec, table, shape, target, args.randoms, seed=ti, stem=stem, head=head)
         print(f"target {target} ms: {args.randoms} random networks in {draws} draws", flush=True)
         for arch, lat in randoms:
             path = save_architecture(arch, work / "archs" / f"{arch_key(arch)}.arch.json")
-            plan.append((target, "random", f"net_{arch_key(arch)}", 0, [], path, lat))
+            plans[target].append((target, "random", f"net_{arch_key(arch)}", 0, [], path, lat))
     for target in targets:
-        for seed in range(args.searches):
-            name = f"search_{target:g}ms_s{seed}"
-            scfg = nas.load_config(args.config, [*overrides, f"run.root={work}", f"run.name={name}",
-                                                 f"run.seed={seed}", f"search.latency_target_ms={target}"])
-            arch_file = work / name / "student.arch.json"
-            if not (work / name / "search.done").is_file():
-                nas.search(scfg)
-                (work / name / "search.done").write_text("")
-            arch = load_architecture(arch_file)
-            plan.append((target, "searched", f"net_{arch_key(arch)}", 0, [], arch_file,
-                         table.predict_architecture(arch, shape)))
         measure = latency_measure_from_config(cfg.latency, rounds=3)
         for family in families:
             try:
@@ -278,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             except UserError as exc:  # the family cannot be made this fast: reported, not trained
                 print(f"target {target} ms: {exc}", flush=True)
                 continue
-            plan.append((target, f"baseline:{family}", f"{family}_w{width:g}", 0,
-                         ["train.model=baseline", f"train.baseline={family}", f"train.baseline_width={width}"],
-                         None, None, width))
-    for target, group, name, seed, extra, path, lat, *width in plan:
+            plans[target].append((target, f"baseline:{family}", f"{family}_w{width:g}", 0,
+                                  ["train.model=baseline", f"train.baseline={family}",
+                                   f"train.baseline_width={width}"], None, None, width))
+    for target, group, name, seed, extra, path, lat, *width in (p for t in targets for p in plans[t]):
         train(target, group, name, seed, extra, path, lat, width[0] if width else None)
 
     _time_all(rows, cfg, args.rounds)

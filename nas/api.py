@@ -86,13 +86,9 @@ def search(cfg: ConfigLike = None, overrides: list[str] | tuple[str, ...] = (), 
     c = load_config(cfg, overrides)
     if resume is None:
         resume = (Path(c.run.root) / c.run.name / CHECKPOINT).is_file()
-    if c.search.strategy == "native":
-        from nas.searcher import run_search
+    from nas.searcher import run_strategy
 
-        return run_search(c, resume=resume)
-    from nas.nni_backend import run_nni_search
-
-    return run_nni_search(c, resume=resume)
+    return run_strategy(c, resume=resume)
 
 
 def train(cfg: ConfigLike = None, arch: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

@@ -27,6 +27,18 @@ def check_config(cfg: Any) -> None:
     _positive_pair(cfg.latency.input_hw, "latency.input_hw")
     if cfg.search.latency_target_ms < 0:
         raise ConfigError(f"config key 'search.latency_target_ms': cannot be negative, got {cfg.search.latency_target_ms}")
+    sc = cfg.search
+    if sc.strategy == "evolution":
+        if sc.latency_target_ms <= 0:
+            raise ConfigError("config key 'search.latency_target_ms': search.strategy=evolution needs a latency target")
+        if any(t <= 0 for t in sc.extra_targets_ms):
+            raise ConfigError(f"config key 'search.extra_targets_ms': targets must be positive, got {list(sc.extra_targets_ms)}")
+        if not 0 < sc.evolution_window <= 1:
+            raise ConfigError(f"config key 'search.evolution_window': must be in (0, 1], got {sc.evolution_window}")
+        if sc.evolution_population < 2 or sc.evolution_generations < 0 or sc.evolution_calib_batches < 1:
+            raise ConfigError("config keys 'search.evolution_*': population ≥ 2, generations ≥ 0 and calib_batches "
+                              f"≥ 1, got {sc.evolution_population}, {sc.evolution_generations}, "
+                              f"{sc.evolution_calib_batches}")
     from nas.data import check_data_config
 
     check_data_config(cfg.data)

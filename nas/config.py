@@ -175,9 +175,18 @@ class SearchConfig:
     fit_target: bool = True  # re-derive a student above the target within it (derive_within_budget)
     fill_target: float = 0.0  # with fit_target: grow a student below fill_target × target toward it (0 = never)
     fine_grained: bool = False  # FasterSeg's decoupled α/β/γ latency weighting (0.002 / 0.994 / 0.004)
-    # native: our supernet and searcher; nni-*: NNI's DARTS / GumbelDARTS / RandomOneShot (the `nni` extra)
-    strategy: Literal["native", "nni-darts", "nni-gumbel", "nni-random"] = "native"
+    # native: our supernet, differentiable (FasterSeg); evolution: our supernet trained one-shot (uniform single
+    # paths, no architecture steps), then an evolutionary search scored on split B; nni-*: NNI's DARTS /
+    # GumbelDARTS / RandomOneShot (the `nni` extra)
+    strategy: Literal["native", "evolution", "nni-darts", "nni-gumbel", "nni-random"] = "native"
     nni_candidates: int = 8  # nni-random: sampled architectures scored (loss + latency term) on split B
+    extra_targets_ms: tuple[float, ...] = ()  # evolution: more targets, one student each from the same supernet
+    evolution_population: int = 16  # candidates per generation
+    evolution_generations: int = 8  # generations after the random first one
+    evolution_mutation: float = 0.1  # per-row redraw probability of a mutation
+    evolution_window: float = 0.95  # candidates must price within [window × T, T]
+    evolution_calib_batches: int = 8  # split-A batches that re-estimate BatchNorm statistics per candidate
+    evolution_score_batches: int = 8  # split-B batches a candidate is scored on (0 = all of split B)
 
 
 @dataclass(frozen=True)

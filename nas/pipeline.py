@@ -98,7 +98,8 @@ def _stage_paths(run: Path, stage: str) -> list[Path]:
     """What a stage writes into the run folder (moved aside when it is redone)."""
     return {
         "search": [run / n for n in ("search.ckpt", "student.arch.json", "teacher.arch.json", "metrics.csv",
-                                     "arch_evolution.png", "student_trellis.png", "teacher_trellis.png")],
+                                     "arch_evolution.png", "student_trellis.png", "teacher_trellis.png",
+                                     "evolution.json")] + sorted(run.glob("student_*ms.arch.json")),
         "teacher": [run / "teacher"],
         "student": [run / "student"],
         "export": [run / "student" / "export"],
@@ -190,16 +191,10 @@ def _latency(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | Non
 
 
 def _search(cfg: ExperimentConfig, run: Path, outputs: dict, teacher: str | None, epochs: int | None) -> dict:
-    from nas.searcher import run_search
+    from nas.searcher import run_strategy
     from nas.searcher.common import CHECKPOINT
 
-    resume = (run / CHECKPOINT).is_file()
-    if cfg.search.strategy == "native":
-        res = run_search(cfg, resume=resume)
-    else:
-        from nas.nni_backend import run_nni_search
-
-        res = run_nni_search(cfg, resume=resume)
+    res = run_strategy(cfg, resume=(run / CHECKPOINT).is_file())
     return {"arch": str(run / "student.arch.json"), "table_ms": res.student_latency_ms,
             "target_ms": cfg.search.latency_target_ms}
 

@@ -8,7 +8,7 @@ import sys
 
 __all__ = ["register", "STRATEGY_CHOICES"]
 
-STRATEGY_CHOICES = ("native", "nni-darts", "nni-gumbel", "nni-random")
+STRATEGY_CHOICES = ("native", "evolution", "nni-darts", "nni-gumbel", "nni-random")
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES,
-                   help="native (default) or an NNI one-shot strategy, which needs the `nni` extra "
-                        "(shortcut for --set search.strategy=...)")
+                   help="native (default: differentiable), evolution (one-shot supernet, then an evolutionary "
+                        "search; one student per target) or an NNI one-shot strategy, which needs the `nni` "
+                        "extra (shortcut for --set search.strategy=...)")
     p.set_defaults(func=_search)
 
 
@@ -31,7 +32,7 @@ def _search(args: argparse.Namespace) -> int:
     from nas.io import load_checkpoint
     from nas.lock import job_lock
     from nas.plots import evolution_data, render_evolution, render_trellis, trellis_diagram
-    from nas.searcher import run_search
+    from nas.searcher import run_strategy
     from nas.searcher.common import CHECKPOINT
 
     if args.strategy:
@@ -39,12 +40,7 @@ def _search(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     try:
         with job_lock(f"{cfg.run.root}/{cfg.run.name}", "nas search"):
-            if cfg.search.strategy == "native":
-                result = run_search(cfg, resume=args.resume)
-            else:
-                from nas.nni_backend import run_nni_search
-
-                result = run_nni_search(cfg, resume=args.resume)
+            result = run_strategy(cfg, resume=args.resume)
     except KeyboardInterrupt:
         print(f"nas search: interrupted; the last finished epoch is saved in {cfg.run.root}/{cfg.run.name}/"
               f"{CHECKPOINT}: continue with --resume", file=sys.stderr)

@@ -17,7 +17,9 @@ from nas.errors import UserError
 from nas.io import RunDir
 from search_spaces.arch import Architecture
 
-__all__ = ["CHECKPOINT", "SearchResult", "arch_entropies", "search_splits", "seg_loss", "finish_student"]
+__all__ = ["CHECKPOINT", "ArgmaxPath", "SearchResult", "arch_entropies", "search_splits", "seg_loss",
+           "finish_student",
+           "with_distill"]
 
 CHECKPOINT = "search.ckpt"
 
@@ -28,6 +30,19 @@ class SearchResult:
     teacher: Architecture | None
     run_dir: RunDir
     student_latency_ms: float | None
+
+
+class ArgmaxPath(torch.nn.Module):
+    """The supernet with every choice of `arch_set` at its argmax (no noise): a close proxy of the derived network
+    with the supernet's shared weights (derivation picks the most probable route per branch, this picks each
+    node's most probable input)."""
+
+    def __init__(self, net: torch.nn.Module, arch_set: str):
+        super().__init__()
+        self.net, self.arch_set = net, arch_set
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(x, self.arch_set, tau=1.0, argmax=True)
 
 
 def arch_entropies(probs: dict[str, Any]) -> dict[str, float]:
@@ -84,14 +99,14 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
         return table.predict_architecture(arch, shape)
 
     if table is None:
-        return _with_distill(sc, student), latency_weight
+        return with_distill(sc, student), latency_weight
     lat = most_probable = price(student)
     row["table_latency_ms_most_probable"] = most_probable
     target = sc.latency_target_ms
     if rederive is not None and sc.fit_target and target > 0 and (lat > target or lat < sc.fill_target * target):
         student = rederive(price, target, sc.fill_target)
         lat = float(student.meta["budget"]["ms"])  # priced by the fit already
-    student = _with_distill(sc, student)
+    student = with_distill(sc, student)
     row["table_latency_ms"] = lat
     student = student.with_meta(predicted_latency_ms=lat, latency_target_ms=sc.latency_target_ms,
                                 latency_table=str(table.path))
@@ -103,7 +118,7 @@ def finish_student(cfg: ExperimentConfig, student: Architecture, table: Any, lat
     return student, latency_weight
 
 
-def _with_distill(sc: Any, student: Architecture) -> Architecture:
+def with_distill(sc: Any, student: Architecture) -> Architecture:
     """`student` with the retraining distillation the search was run for recorded."""
     if sc.distill == "none":
         return student

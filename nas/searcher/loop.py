@@ -34,15 +34,18 @@ from nas.losses import OhemCrossEntropy, check_finite
 from nas.optim import make_optimizer
 from nas.searcher.common import (
     CHECKPOINT,
+    ArgmaxPath,
     SearchResult,
     arch_entropies,
     finish_student,
     search_splits,
     seg_loss,
+    with_distill,
 )
+from nas.searcher.evolution import STATE as EVOLUTION_STATE
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.derive import derive
-from search_spaces.fasterseg import Supernet, create_supernet
+from search_spaces.fasterseg import create_supernet
 
 __all__ = ["SearchJob", "run_search"]
 
@@ -50,19 +53,6 @@ log = logging.getLogger(__name__)
 
 _FINE_GRAINED = (0.002, 0.994, 0.004)  # FasterSeg's α / β / γ latency weights
 _ADVICE = "lower search.weight_lr / search.arch_lr"  # what a diverged loss asks for
-
-
-class _Argmax(nn.Module):
-    """The supernet with every choice at its argmax (no noise), scored on the val split each epoch: a close
-    proxy of the derived network with the supernet's shared weights (derivation picks the most probable route
-    per branch, this picks each node's most probable input)."""
-
-    def __init__(self, net: Supernet, arch_set: str):
-        super().__init__()
-        self.net, self.arch_set = net, arch_set
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net(x, self.arch_set, tau=1.0, argmax=True)
 
 
 class SearchJob:
@@ -197,7 +187,8 @@ class SearchJob:
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         sc = self.cfg.search
         self.epoch = epoch
-        searching = epoch >= sc.warmup_epochs
+        one_shot = sc.strategy == "evolution"  # weights only, every epoch: the evolution searches afterwards
+        searching = epoch >= sc.warmup_epochs and not one_shot
         tau = self.tau(epoch)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.run.seed * 7 + epoch)
         loader_a = self._loader(self.split_a, epoch, 1)
@@ -230,7 +221,8 @@ class SearchJob:
                              " ".join(f"{k}={v / it:.4g}" for k, v in sorted(sums.items())))
         sums = dist.average_dict(sums)
         dist.average_buffers(self.net)  # BatchNorm running statistics: the same model on every rank
-        row: dict[str, Any] = {"epoch": epoch, "phase": "search" if searching else "warmup", "tau": tau,
+        phase = "search" if searching else ("supernet" if one_shot else "warmup")
+        row: dict[str, Any] = {"epoch": epoch, "phase": phase, "tau": tau,
                                "seconds": time.perf_counter() - t0, "latency_weight": self.latency_weight}
         row.update({k: v / max(1, it) for k, v in sums.items()})
         row.update(self.end_of_epoch(epoch))
@@ -240,6 +232,8 @@ class SearchJob:
         """Derive, score and save the current architectures; adapt the latency weight."""
         cfg = self.cfg
         row: dict[str, Any] = {}
+        if cfg.search.strategy == "evolution":  # the logits stay uniform: there is nothing to derive yet
+            return row
         row.update(arch_entropies(self.net.arch_probs("student")))
         val_loader = dist.shard_loader(build_loader(cfg.data, "val", shuffle=False, dataset=self.val))
         max_b = cfg.search.val_batches or None
@@ -248,7 +242,7 @@ class SearchJob:
         for s in self.sets:
             arch = derive(self.net, s, branches=cfg.space.branches)
             archs[s] = arch.with_meta(**meta, **({"distill": cfg.search.distill} if s == "student" else {}))
-            scores = evaluate(_Argmax(self.net, s), val_loader, self.info.num_classes, self.device,
+            scores = evaluate(ArgmaxPath(self.net, s), val_loader, self.info.num_classes, self.device,
                               max_batches=max_b, combine=dist.sum_confusion)
             row[f"val_miou_{s}"] = scores.miou
         student, self.latency_weight = finish_student(
@@ -315,12 +309,50 @@ class SearchJob:
             dist.dump_rank_state(self.run.path, "supernet", self.net)
             log.info("epoch %d done: %s", epoch, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                           for k, v in row.items()))
+        if self.cfg.search.strategy == "evolution":
+            return self.evolve()
         if self.start_epoch >= self.total_epochs and not hasattr(self, "archs"):
             self.end_of_epoch(self.total_epochs - 1)
         student = self.archs["student"]
         if student.meta.get("at_min_depth") and any(student.meta["at_min_depth"].values()):
             log.warning("the derived student ended at the minimum-depth bound: the latency target may be too tight")
         return SearchResult(student, self.archs.get("teacher"), self.run, student.meta.get("predicted_latency_ms"))
+
+
+    def _targets_and_price(self) -> tuple[list[float], Any]:
+        """The evolution's targets (the main one first) and the table price of a derived network."""
+        cfg, sc = self.cfg, self.cfg.search
+        if self.table is None:
+            raise UserError("search.strategy=evolution needs a latency target: set search.latency_target_ms")
+        shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+        targets = [sc.latency_target_ms, *(t for t in sc.extra_targets_ms if t != sc.latency_target_ms)]
+        return targets, lambda arch: self.table.predict_architecture(arch, shape)
+
+    def check_targets(self) -> None:
+        """Refuse, before any training, a target that no architecture of the space can meet."""
+        from nas.searcher.evolution import check_reachable
+
+        targets, price = self._targets_and_price()
+        check_reachable(self.net, self.cfg.space.branches, price, targets, self.cfg.search.evolution_window,
+                        self.cfg.run.seed)
+
+    def evolve(self) -> SearchResult:
+        """The evolutionary search over the trained supernet: one student per target, each saved as
+        ``student_<T>ms.arch.json``; the first target's is also ``student.arch.json``."""
+        from nas.searcher.evolution import Evolution, target_file
+
+        cfg, sc = self.cfg, self.cfg.search
+        targets, price = self._targets_and_price()
+        meta = {"source_run": str(self.run.path), "config_hash": config_hash(cfg), "latency_table": str(self.table.path)}
+        evo = Evolution(cfg, self.net, self.split_a, self.split_b, price, self.device, self.run.path, meta)
+        students = {t: with_distill(sc, a) for t, a in evo.run(targets).items()}
+        if dist.is_main():
+            for t, arch in students.items():
+                save_architecture(arch, self.run.file(target_file(t)))
+            save_architecture(students[targets[0]], self.run.file("student.arch.json"))
+        self.archs = {"student": students[targets[0]]}
+        student = self.archs["student"]
+        return SearchResult(student, None, self.run, student.meta.get("predicted_latency_ms"))
 
 
 def _open_checkpoint(cfg: ExperimentConfig, run: RunDir, resume: bool) -> dict[str, Any] | None:
@@ -344,10 +376,14 @@ def run_search(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
     job = SearchJob(cfg, run)
     if state is not None:
         job.load(state)
+    elif cfg.search.strategy == "evolution":
+        job.check_targets()
     # Only now, with the data, the latency table and any checkpoint accepted, is the run folder written: a refused
     # job leaves no folder behind, nor overwrites the config of the run it refused to resume.
     if dist.is_main():
         RunDir.create(cfg)
+        if state is None:  # a fresh supernet: scores of an earlier one's evolution do not carry over
+            run.file(EVOLUTION_STATE).unlink(missing_ok=True)
     if state is not None:
         log.info("resuming %s at epoch %d", run.path, job.start_epoch)
     return job.run_all()
