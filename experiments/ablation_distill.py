@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "created on first use)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch of 2 iterations, 2 seeds")
     p.add_argument("--seeds", type=int, help="seeds per row (default 3; --quick 2)")
+    p.add_argument("--seed-list", help="comma-separated seeds instead of 0..N-1, e.g. to spread one row's seeds over "
+                                       "processes sharing --root (each run is cached; rerun without it to summarise)")
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     p.add_argument("--teacher", type=Path, default=TEACHER,
                    help="teacher model file (default: the shipped one; --quick trains a tiny HRNet)")
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     suffix = f"_{args.tag}" if args.tag else ("_quick" if args.quick else "_v3")
     root = args.root or Path("runs") / f"ablation_distill{suffix}"
-    seeds = list(range(args.seeds or (2 if args.quick else 3)))
+    seeds = ([int(v) for v in args.seed_list.split(",")] if args.seed_list
+             else list(range(args.seeds or (2 if args.quick else 3))))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
