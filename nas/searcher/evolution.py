@@ -158,9 +158,9 @@ class Evolution:
         sc = cfg.search
         # split B as it is, without the train augmentation: every candidate is scored on the same pixels
         plain = build_dataset(cfg.data, "train", augment=False)
-        self.calib = build_loader(cfg.data, "train", shuffle=True, seed=cfg.run.seed + 11, drop_last=True,
-                                  dataset=KeyedSubset(plain, split_a.indices))
-        self.score_set = KeyedSubset(plain, split_b.indices)
+        self.calib_set = KeyedSubset(plain, split_a.indices)
+        self.score_loader = build_loader(cfg.data, "train", shuffle=False, drop_last=False,
+                                         dataset=KeyedSubset(plain, split_b.indices))
         self.space = genome_space(net)
         self.state: dict[str, Any] = {"scores": {}, "targets": {}}
         state_file = self.path / STATE
@@ -180,15 +180,15 @@ class Evolution:
         if key in self.state["scores"]:
             return float(self.state["scores"][key])
         sc = self.cfg.search
-
-        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return self.net(x, "student", argmax=True)
-
+        path = ArgmaxPath(self.net, "student")
         saved = {k: v.clone() for k, v in self.net.state_dict().items() if "running" in k or "num_batches" in k}
         with applied(self.net, genome):
-            recalibrate_bn(self.net, forward, self.calib, sc.evolution_calib_batches, self.device)
-            loader = build_loader(self.cfg.data, "train", shuffle=False, drop_last=False, dataset=self.score_set)
-            miou = evaluate(ArgmaxPath(self.net, "student"), loader, self.net.spec.num_classes, self.device,
+            # a loader built anew with one seed: every candidate, in this process or a resumed one, is
+            # recalibrated on the same batches (a shared loader's order advances with each pass)
+            calib = build_loader(self.cfg.data, "train", shuffle=True, seed=self.cfg.run.seed + 11, drop_last=True,
+                                 dataset=self.calib_set)
+            recalibrate_bn(self.net, path, calib, sc.evolution_calib_batches, self.device)
+            miou = evaluate(path, self.score_loader, self.net.spec.num_classes, self.device,
                             max_batches=sc.evolution_score_batches or None).miou
         self.net.load_state_dict(saved, strict=False)  # the supernet's own statistics back, for later epochs
         self.state["scores"][key] = float(miou)
