@@ -110,6 +110,35 @@ def bootstrap_diff(searched: list[float], randoms: list[float], n: int = 10_000,
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
+def _parse_shard(text: str) -> tuple[int, int] | None:
+    """``K/N`` as (K, N) with 0 <= K < N; empty text is no shard."""
+    if not text:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {text!r}: expected K/N, e.g. 0/2") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard {text!r}: K must be in 0..N-1")
+    return k, n
+
+
+def share(items: list[tuple], searched: str, searches: int, k: int, n: int, search_cost: float) -> list[tuple]:
+    """Shard `k` of `n`'s part of the plan: its own searched networks (it ran those searches: seeds = k mod n)
+    and, of the others in plan order, each one given to the least-loaded shard so far, where a seed's search
+    with its retrains counts `search_cost` retrains. Every shard computes the same split."""
+    loads = [search_cost * len(range(j, searches, n)) for j in range(n)]
+    mine = [it for it in items if it[1] == searched]
+    for it in items:
+        if it[1] == searched:
+            continue
+        j = min(range(n), key=lambda i: (loads[i], i))
+        loads[j] += 1
+        if j == k:
+            mine.append(it)
+    return mine
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -231,14 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/bench_pareto")
     p.add_argument("--tag", default="")
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    p.add_argument("--prepare", action="store_true",
+                   help="only fix the plan (targets, random draws, baseline widths timed on these idle cores), "
+                        "then stop: what --shard processes need")
+    p.add_argument("--shard", default="", metavar="K/N",
+                   help="train only this process's share of the plan (searches of seeds = K mod N, the rest "
+                        "balanced); no CSV, timing or summary: a later run without --shard collects the cache")
     args = p.parse_args(argv)
+    shard = _parse_shard(args.shard)
 
     import torch
 
     import nas
     from nas.data import dataset_info
     from nas.errors import UserError
-    from nas.io import atomic_write_csv
+    from nas.io import atomic_write_csv, atomic_write_json
     from nas.latency.cache import prepare_table
     from nas.trainer import train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
@@ -271,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["target_ms"], r["group"], r["name"]): r for r in _read_rows(out)}
     rows: list[dict[str, Any]] = []
 
+    def run_cfg(name: str, seed: int, extra: list[str]) -> Any:
+        return nas.load_config(args.config, [*overrides, f"run.root={work}", f"run.name={name}", f"run.seed={seed}",
+                                             *extra])
+
     def train(target: float, group: str, name: str, seed: int, extra: list[str], arch_path: Path | None,
               table_ms: float | None, width: float | None = None) -> None:
         key = (target, group, name)
@@ -278,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(done[key])
             return
         t0 = time.perf_counter()
-        scores = train_or_reuse(nas.load_config(args.config, [*overrides, f"run.root={work}", f"run.name={name}",
-                                                              f"run.seed={seed}", *extra]), arch_path)
+        scores = train_or_reuse(run_cfg(name, seed, extra), arch_path)
         rows.append({"target_ms": target, "group": group, "name": name, "seed": seed, "table_ms": table_ms,
                      "measured_ms": None, "params_m": scores["params"] / 1e6, "miou": scores["miou"],
                      "width": width, "model": scores["model"]})
@@ -288,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
     searched = "searched" if args.strategy == "native" else f"searched:{args.strategy}"
     plans: dict[float, list[tuple]] = {t: [] for t in targets}  # trained target by target, searched first
-    for seed in range(args.searches):
+    own_seeds = [] if args.prepare else [s for s in range(args.searches) if not shard or s % shard[1] == shard[0]]
+    for seed in own_seeds:
         for target, arch_file in _search(args, overrides, work, targets, seed).items():
             arch = load_architecture(arch_file)
             plans[target].append((target, searched, f"net_{arch_key(arch)}", 0, [], arch_file,
@@ -299,18 +339,39 @@ def main(argv: list[str] | None = None) -> int:
         for arch, lat in randoms:
             path = save_architecture(arch, work / "archs" / f"{arch_key(arch)}.arch.json")
             plans[target].append((target, "random", f"net_{arch_key(arch)}", 0, [], path, lat))
+    widths_file = work / "baseline_widths.json"  # timed once on idle cores, then fixed for every process
+    widths = json.loads(widths_file.read_text()) if widths_file.is_file() else {}
     for target in targets:
         measure = latency_measure_from_config(cfg.latency, rounds=3)
         for family in families:
-            try:
-                width, ms = scale_to_latency(family, info.num_classes, target, measure)
-            except UserError as exc:  # the family cannot be made this fast: reported, not trained
-                print(f"target {target} ms: {exc}", flush=True)
+            key = f"{family}@{target:g}"
+            if key not in widths:
+                if shard:
+                    raise SystemExit(f"no timed width for {key} in {widths_file}: run --prepare on idle cores first")
+                try:
+                    widths[key] = scale_to_latency(family, info.num_classes, target, measure)[0]
+                except UserError as exc:  # the family cannot be made this fast: reported, not trained
+                    print(f"target {target} ms: {exc}", flush=True)
+                    widths[key] = None
+                atomic_write_json(widths_file, widths)
+            width = widths[key]
+            if width is None:
                 continue
             plans[target].append((target, f"baseline:{family}", f"{family}_w{width:g}", 0,
                                   ["train.model=baseline", f"train.baseline={family}",
                                    f"train.baseline_width={width}"], None, None, width))
-    for target, group, name, seed, extra, path, lat, *width in (p for t in targets for p in plans[t]):
+    if args.prepare:
+        print(f"plan fixed: {sum(map(len, plans.values()))} networks; baseline widths in {widths_file}")
+        return 0
+    items = [p for t in targets for p in plans[t]]
+    if shard:
+        cost = len(targets) + (4 if args.strategy == "evolution" else len(targets))  # a seed's search + retrains
+        mine = share(items, searched, args.searches, *shard, search_cost=cost)
+        for target, group, name, seed, extra, path, *_ in mine:
+            train_or_reuse(run_cfg(name, seed, extra), path)
+            print(f"  shard {args.shard}: {group} {name} at {target:g} ms done", flush=True)
+        return 0
+    for target, group, name, seed, extra, path, lat, *width in items:
         train(target, group, name, seed, extra, path, lat, width[0] if width else None)
 
     _time_all(rows, cfg, args.rounds)

@@ -89,6 +89,7 @@ class SearchJob:
             self.table = dist.from_main(lambda: open_table(cfg.latency, spec, stems, heads, device=self.device))
             self.expected = ExpectedLatency(self.table, spec, tuple(cfg.latency.input_hw), stems[0], heads[0],
                                             branches=self.net.main_branches)
+            set_threads(cfg.run.threads)  # the table's timing backend set its own thread count
         self.start_epoch = 0
         self.epoch = 0  # the epoch running now (named by a divergence error)
         self.history: list[dict[str, Any]] = []
