@@ -153,13 +153,14 @@ def _num(v: str) -> Any:
         return v
 
 
-def _time_all(rows: list[dict[str, Any]], cfg: Any, rounds: int) -> None:
-    """Every network with a model file, timed end to end in the same interleaved rounds (median per network)."""
-    from nas.latency.cache import make_backend
+def _time_all(rows: list[dict[str, Any]], cfg: Any, table: Any, rounds: int) -> None:
+    """Every network with a model file, timed end to end in the same interleaved rounds (median per network), on
+    the latency table's scale."""
+    from nas.latency.cache import backend_for_table
     from nas.models import load_model
     from search_spaces.builder import InferenceWrapper
 
-    backend = make_backend(cfg.latency, "cpu")
+    backend = backend_for_table(cfg.latency, table, "cpu")
     shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
     timed = [(r, InferenceWrapper(load_model(r["model"])[0])) for r in rows if r.get("model")
              and Path(str(r["model"])).is_file()]
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     widths_file = work / "baseline_widths.json"  # timed once on idle cores, then fixed for every process
     widths = json.loads(widths_file.read_text()) if widths_file.is_file() else {}
     for target in targets:
-        measure = latency_measure_from_config(cfg.latency, rounds=3)
+        measure = latency_measure_from_config(cfg.latency, rounds=3, table=table)
         for family in families:
             key = f"{family}@{target:g}"
             if key not in widths:
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     for target, group, name, seed, extra, path, lat, *width in items:
         train(target, group, name, seed, extra, path, lat, width[0] if width else None)
 
-    _time_all(rows, cfg, args.rounds)
+    _time_all(rows, cfg, table, args.rounds)
     atomic_write_csv(out, [{k: r.get(k) for k in FIELDS} for r in rows])
     print("\n".join(summarise(rows)))
     png = render(rows, out.with_suffix(".png"))

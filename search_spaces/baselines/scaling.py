@@ -20,6 +20,7 @@ from nas.errors import UserError
 if TYPE_CHECKING:
     from nas.config import LatencyConfig
     from nas.latency.measure import LatencyBackend
+    from nas.latency.table import LatencyTable
 
 __all__ = ["DEFAULT_WIDTHS", "scale_to_latency", "latency_measure", "latency_measure_from_config"]
 
@@ -79,14 +80,16 @@ def latency_measure(backend: LatencyBackend, input_shape: tuple[int, int, int, i
     return measure
 
 
-def latency_measure_from_config(cfg: LatencyConfig, device: str = "cpu",
-                                rounds: int | None = None) -> Callable[[nn.Module], float]:
+def latency_measure_from_config(cfg: LatencyConfig, device: str = "cpu", rounds: int | None = None,
+                                table: LatencyTable | None = None) -> Callable[[nn.Module], float]:
     """:func:`latency_measure` with the configured backend, threads, speed reference and input size
     (`latency.batch`, `latency.input_hw`); `rounds` defaults to `latency.validate_rounds`, as whole networks
-    are timed by `nas latency validate`."""
-    from nas.latency.cache import make_backend
+    are timed by `nas latency validate`. Given `table`, networks are timed on its scale (its nominal speed), so a
+    baseline scaled to a target is comparable with the table's prices even when this machine's cached speed
+    reference was calibrated at another speed."""
+    from nas.latency.cache import backend_for_table, make_backend
 
-    backend = make_backend(cfg, device)
+    backend = make_backend(cfg, device) if table is None else backend_for_table(cfg, table, device)
     shape = (cfg.batch, 3, int(cfg.input_hw[0]), int(cfg.input_hw[1]))
     return latency_measure(backend, shape, rounds=cfg.validate_rounds if rounds is None else rounds,
                            repeats=cfg.repeats)
