@@ -51,7 +51,7 @@ QUICK = ("data.num_train=24", "data.num_val=8", "data.batch_size=4", "space.name
 # --strategy evolution: the one-shot supernet's schedule (weights only, uniform single paths, cross-entropy alone as
 # in SPOS: a co-searched teacher would be a random one here) and the evolution
 EVOLUTION = ("search.strategy=evolution", "search.teacher=false", "search.warmup_epochs=0", "search.epochs=8",
-             "search.iters_per_epoch=150",
+             "search.iters_per_epoch=400",
              "search.evolution_population=16", "search.evolution_generations=6", "search.evolution_calib_batches=8",
              "search.evolution_score_batches=16")
 FIELDS = ("target_ms", "group", "name", "seed", "table_ms", "measured_ms", "params_m", "miou", "width", "model")
