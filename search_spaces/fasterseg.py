@@ -12,7 +12,8 @@ Trellis (FasterSeg, ICLR 2020, §3.1–3.3 and its `search/model_search.py`): L 
   the last layer outputs the head width; the teacher set has no γ and always runs the widest width.
 
 A forward pass returns the logits of every head (FasterSeg trains them all): the refine chain of each ending
-scale climbs to 1/8 with :class:`~search_spaces.heads.FusionStep` (skip = the last layer's finer output), the
+scale climbs to 1/8 with :class:`~search_spaces.heads.FusionStep` (single-path modes: skip = the input of the cell
+where the route leaves the finer scale, as in the derived network; ``mixed``: the last layer's finer output), the
 two-branch combinations {coarsest, e} are fused (:class:`FeatureFusion` → :class:`SegHead`) and upsampled ×8
 with the searched final upsampler; the single-branch heads are auxiliary (bilinear ×8).
 
@@ -79,10 +80,12 @@ class _UpChoice(nn.Module):
 
 
 class _Fusion(nn.Module):
-    """A :class:`FusionStep` whose ×2 upsampler is searchable."""
+    """A :class:`FusionStep` whose ×2 upsampler is searchable and whose skip may be narrower than `c_skip` (the
+    widest it can be): its missing channels are zeros, i.e. the refine kernel is sliced to the skip's width."""
 
     def __init__(self, c_in: int, c_skip: int, c_out: int, kind: str):
         super().__init__()
+        self.c_skip = c_skip
         self.step = FusionStep(c_in, c_skip, c_out, "bilinear")
         self.step.up = _UpChoice(c_out, 2, kind)
 
@@ -90,18 +93,21 @@ class _Fusion(nn.Module):
         up = self.step.up(self.step.arm(coarse), w, idx)
         if up.shape[-2:] != fine.shape[-2:]:
             up = resize(up, fine.shape[-2:], align_corners=True)
+        if fine.shape[1] < self.c_skip:
+            fine = F.pad(fine, (0, 0, 0, 0, 0, self.c_skip - fine.shape[1]))
         return self.step.refine(torch.cat([up, fine], dim=1))
 
 
 class _Heads(nn.Module):
     """Refine chains of every ending scale, the two-branch heads {coarsest, e} and the auxiliary heads."""
 
-    def __init__(self, spec: SpaceSpec, head_width: float, kind: str):
+    def __init__(self, spec: SpaceSpec, head_width: float, kind: str, skip_channels: list[int]):
         super().__init__()
         sc, fch, nc = spec.scales, spec.fch, spec.num_classes
         c = [channels(s, fch, head_width) for s in sc]
         self.chains = nn.ModuleDict({
-            str(sc[e]): nn.ModuleList(_Fusion(c[e - k], c[e - k - 1], c[e - k - 1], kind) for k in range(e))
+            str(sc[e]): nn.ModuleList(_Fusion(c[e - k], skip_channels[e - k - 1], c[e - k - 1], kind)
+                                      for k in range(e))
             for e in range(1, len(sc))
         })
         self.aux = nn.ModuleDict({str(s): SegHead(c[0], nc) for s in sc})
@@ -154,7 +160,8 @@ class Supernet(nn.Module):
             for s in self.arch_sets
         })
         self.stems = nn.ModuleDict({s: Stem(spec.fch, self.stem_width[s]) for s in self.arch_sets})
-        self.heads = nn.ModuleDict({s: _Heads(spec, self.head_width[s], upsample) for s in self.arch_sets})
+        self.heads = nn.ModuleDict({s: _Heads(spec, self.head_width[s], upsample, self._skip_channels(s))
+                                    for s in self.arch_sets})
         self.cells = nn.ModuleDict()
         self._head_idx: dict[tuple[int, str], int] = {}
         for layer, si, d in self._slots():
@@ -165,6 +172,16 @@ class Supernet(nn.Module):
             self.cells[f"{layer}_{si}_{d}"] = ops
 
     # ------------------------------------------------------------------ structure
+    def _skip_channels(self, arch_set: str) -> list[int]:
+        """Per scale, the widest feature a fusion step can take as its skip: a node input at any width, the stem
+        output at 1/8, or (mixed mode) the last layer's output at the head width."""
+        sp = self.spec
+        out = []
+        for si, s in enumerate(sp.scales):
+            widths = [*sp.widths, self.head_width[arch_set], *([self.stem_width[arch_set]] if si == 0 else [])]
+            out.append(max(channels(s, sp.fch, w) for w in widths))
+        return out
+
     def _slots(self) -> list[tuple[int, int, str]]:
         """(layer, scale index, direction) of every operator slot, in execution order."""
         out = []
@@ -254,9 +271,13 @@ class Supernet(nn.Module):
             raise ValueError(f"width_mode must be one of {list(WIDTH_MODES)} but got {width_mode!r}.")
         smp = _Sample(self, arch_set, tau, generator, argmax=argmax, width_mode=width_mode)
         feat0 = self.stems[arch_set](x)
-        single = self.mode == "sampled" or argmax
-        outs = self._trellis_sampled(feat0, smp) if single else self._trellis_mixed(feat0, smp)
-        return self._heads(outs, smp, arch_set, (x.shape[2], x.shape[3]))
+        if self.mode == "sampled" or argmax:
+            outs, inputs = self._trellis_sampled(feat0, smp)
+            skips = self._route_skips(smp.beta_idx, inputs)
+        else:
+            outs = self._trellis_mixed(feat0, smp)
+            skips = {(e, j): outs[j] for e in range(1, self.S) for j in range(e)}
+        return self._heads(outs, skips, smp, arch_set, (x.shape[2], x.shape[3]))
 
     def _sources(self, layer: int, si: int) -> list[tuple[int, int, str]]:
         """Candidate inputs of node (l, si) as (layer, scale index, direction), β order (keep, down)."""
@@ -274,9 +295,12 @@ class Supernet(nn.Module):
         y = self.cells[f"{layer}_{si}_{d}"][op_idx](inp, w_out)
         return y * g_out * smp.width_in(layer, si)
 
-    def _trellis_sampled(self, feat0: torch.Tensor, smp: _Sample) -> dict[int, torch.Tensor]:
+    def _trellis_sampled(self, feat0: torch.Tensor, smp: _Sample
+                         ) -> tuple[dict[int, torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+        """The last layer's output per scale index, and the input feature of every node (layer, si) that ran."""
         need = self.reachable(smp.beta_idx)
         outs: dict[tuple[int, int, str], torch.Tensor] = {}
+        inputs: dict[tuple[int, int], torch.Tensor] = {}
         for layer in range(self.L):
             for si in range(min(layer, self.S - 1) + 1):
                 dirs = need.get((layer, si))
@@ -290,10 +314,28 @@ class Supernet(nn.Module):
                 else:
                     b = smp.beta_idx[(layer, si)]
                     inp = outs[srcs[b]] * smp.beta[(layer, si)][b]
+                inputs[(layer, si)] = inp
                 k = smp.alpha_idx[(layer, si)]
                 for d in dirs:
                     outs[(layer, si, d)] = self._run_slot(inp, layer, si, d, smp, k) * smp.alpha[(layer, si)][k]
-        return {si: outs[(self.L - 1, si, "keep")] for si in range(self.S)}
+        return {si: outs[(self.L - 1, si, "keep")] for si in range(self.S)}, inputs
+
+    def _route_skips(self, beta_idx: dict[tuple[int, int], int], inputs: dict[tuple[int, int], torch.Tensor]
+                     ) -> dict[tuple[int, int], torch.Tensor]:
+        """{(e, j): the skip of the fusion step into scale index j on the head chain of ending scale e}: the
+        input of the cell where the route to the last node at e leaves scale j (the stem output when it leaves
+        1/8 at layer 0), as in the derived network. The last layer's own output at j would make every route's
+        detail pass through the whole trellis at j, a much deeper network than the one derived."""
+        skips = {}
+        for e in range(1, self.S):
+            layer, si = self.L - 1, e
+            while layer > 0:
+                srcs = self._sources(layer, si)
+                pl, psi, d = srcs[beta_idx[(layer, si)]] if len(srcs) == 2 else srcs[0]
+                if d == "down" and (e, psi) not in skips:
+                    skips[(e, psi)] = inputs[(pl, psi)]
+                layer, si = pl, psi
+        return skips
 
     def _trellis_mixed(self, feat0: torch.Tensor, smp: _Sample) -> dict[int, torch.Tensor]:
         outs: dict[tuple[int, int, str], torch.Tensor] = {}
@@ -325,15 +367,15 @@ class Supernet(nn.Module):
                     dirs.append(d)
         return need
 
-    def _heads(self, outs: dict[int, torch.Tensor], smp: _Sample, arch_set: str,
-               size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def _heads(self, outs: dict[int, torch.Tensor], skips: dict[tuple[int, int], torch.Tensor], smp: _Sample,
+               arch_set: str, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         h, sc = self.heads[arch_set], self.spec.scales
         fused = {sc[0]: outs[0]}
         for e in range(1, self.S):
             y = outs[e]
             for k, step in enumerate(h.chains[str(sc[e])]):
                 w, idx = smp.upsample(self.fusion_keys.index((sc[e], k)))
-                y = step(y, outs[e - k - 1], w, idx)
+                y = step(y, skips[(e, e - k - 1)], w, idx)
             fused[sc[e]] = y
         res: dict[str, torch.Tensor] = {}
         w, idx = smp.upsample(len(self.fusion_keys))

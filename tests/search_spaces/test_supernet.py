@@ -183,3 +183,34 @@ def test_cuda_matches_cpu_choices(monkeypatch):
     net.cuda()
     gpu = net(_x().cuda(), "student", generator=torch.Generator().manual_seed(1))
     assert torch.allclose(cpu["logits"], gpu["logits"].cpu(), atol=1e-3)
+
+
+def test_fusion_skips_are_where_the_route_leaves_the_finer_scale():
+    """A single path's refine chains read the feature where the route left the finer scale (the stem output
+    when it left 1/8 at layer 0), as the derived network does, not the last layer's output there: with the
+    last layer's, every route's detail passed through the whole 1/8 trellis and the path learnt a different,
+    much deeper network than the one derived."""
+    net = _net().eval()
+    p = net.arch["student"]
+    with torch.no_grad():
+        for b in p.beta:
+            b.zero_()
+            b[:, 0] = 30.0  # keep: the 1/32 route leaves 1/8 at layer 0 and 1/16 at layer 1
+        p.beta[0][1] = torch.tensor([0.0, 30.0])  # node (3, 1) comes down from (2, 0): 1/16 leaves 1/8 there
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, index: int = 0):
+        def hook(module, args) -> None:  # a pre-hook that returned a value would replace the arguments
+            seen.setdefault(name, args[index])
+        return hook
+
+    net.stems["student"].register_forward_hook(lambda m, args, out: seen.setdefault("stem", out))
+    for op in net.cells["2_0_down"]:
+        op.register_forward_pre_hook(keep("leave8_16"))
+    net.heads["student"].chains["16"][0].register_forward_pre_hook(keep("skip16_8", 1))
+    net.heads["student"].chains["32"][1].register_forward_pre_hook(keep("skip32_8", 1))
+    with torch.no_grad():
+        net(_x(), "student", argmax=True)
+    assert torch.equal(seen["skip32_8"], seen["stem"])
+    assert torch.equal(seen["skip16_8"], seen["leave8_16"])
+    assert not torch.equal(seen["skip16_8"], seen["stem"])
