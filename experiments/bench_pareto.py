@@ -225,6 +225,13 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _search_done(args: argparse.Namespace, work: Path, targets: list[float], seed: int) -> bool:
+    """Whether every search of `seed` has finished (its folders hold ``search.done``)."""
+    names = ([f"evolution_s{seed}"] if args.strategy == "evolution"
+             else [f"search_{t:g}ms_s{seed}" for t in targets])
+    return all((work / n / "search.done").is_file() for n in names)
+
+
 def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets: list[float], seed: int
             ) -> dict[float, Path]:
     """The searched student of every target for one seed (cached): one search per target (native), or one
@@ -266,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prepare", action="store_true",
                    help="only fix the plan (targets, random draws, baseline widths timed on these idle cores), "
                         "then stop: what --shard processes need")
+    p.add_argument("--collect", action="store_true",
+                   help="train and search nothing: time and summarise the networks already trained")
     p.add_argument("--shard", default="", metavar="K/N",
                    help="train only this process's share of the plan (searches of seeds = K mod N, the rest "
                         "balanced); no CSV, timing or summary: a later run without --shard collects the cache")
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas.errors import UserError
     from nas.io import atomic_write_csv, atomic_write_json
     from nas.latency.cache import prepare_table
-    from nas.trainer import train_or_reuse
+    from nas.trainer import train_dir, train_or_reuse
     from search_spaces.arch import load_architecture, save_architecture
     from search_spaces.baselines import BASELINES
     from search_spaces.baselines.scaling import latency_measure_from_config, scale_to_latency
@@ -320,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         if key in done:
             rows.append(done[key])
             return
+        cfg_net = run_cfg(name, seed, extra)
+        if args.collect and not (train_dir(cfg_net) / "scores.json").is_file():
+            print(f"  {group:<20} {name}: not trained yet, left out", flush=True)
+            return
         t0 = time.perf_counter()
-        scores = train_or_reuse(run_cfg(name, seed, extra), arch_path)
+        scores = train_or_reuse(cfg_net, arch_path)
         rows.append({"target_ms": target, "group": group, "name": name, "seed": seed, "table_ms": table_ms,
                      "measured_ms": None, "params_m": scores["params"] / 1e6, "miou": scores["miou"],
                      "width": width, "model": scores["model"]})
@@ -332,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     plans: dict[float, list[tuple]] = {t: [] for t in targets}  # trained target by target, searched first
     own_seeds = [] if args.prepare else [s for s in range(args.searches) if not shard or s % shard[1] == shard[0]]
     for seed in own_seeds:
+        if args.collect and not _search_done(args, work, targets, seed):
+            print(f"search seed {seed}: not finished, left out", flush=True)
+            continue
         for target, arch_file in _search(args, overrides, work, targets, seed).items():
             arch = load_architecture(arch_file)
             plans[target].append((target, searched, f"net_{arch_key(arch)}", 0, [], arch_file,
