@@ -128,14 +128,19 @@ def _parse_shard(text: str) -> tuple[int, int] | None:
 def share(items: list[tuple], searched: str, searches: int, k: int, n: int, search_cost: float) -> list[tuple]:
     """Shard `k` of `n`'s part of the plan: its own searched networks (it ran those searches: seeds = k mod n)
     and, of the others in plan order, each one given to the least-loaded shard so far, where a seed's search
-    with its retrains counts `search_cost` retrains. Every shard computes the same split."""
+    with its retrains counts `search_cost` retrains. A network planned at several targets (a baseline width that
+    fits more than one) stays with one shard: two processes never train one run folder. Every shard computes
+    the same split."""
     loads = [search_cost * len(range(j, searches, n)) for j in range(n)]
     mine = [it for it in items if it[1] == searched]
+    owner: dict[str, int] = {}
     for it in items:
         if it[1] == searched:
             continue
-        j = min(range(n), key=lambda i: (loads[i], i))
-        loads[j] += 1
+        j = owner.get(it[2])
+        if j is None:
+            j = owner[it[2]] = min(range(n), key=lambda i: (loads[i], i))
+            loads[j] += 1
         if j == k:
             mine.append(it)
     return mine

@@ -18,6 +18,7 @@ def _plan() -> list[tuple]:
     for t in (4.0, 5.0, 6.0):
         items += [(t, "random", f"r{t}_{i}", 0, [], None, t) for i in range(8)]
         items += [(t, f"baseline:{f}", f"{f}{t}", 0, [], None, None, 0.25) for f in ("a", "b")]
+        items.append((t, "baseline:c", "c_w0.25", 0, [], None, None, 0.25))  # one width fits every target
     return items
 
 
@@ -28,8 +29,10 @@ def test_shards_cover_the_plan_once_and_balance_the_load(n: int) -> None:
     shares = [bp.share(items, "searched:evolution", searches, k, n, cost) for k in range(n)]
     names = sorted(it[2] for s in shares for it in s)
     assert names == sorted(it[2] for it in items)  # every network trained by exactly one shard
-    loads = [cost * len(range(k, searches, n)) + len(s) for k, s in enumerate(shares)]
+    loads = [cost * len(range(k, searches, n)) + len({it[2] for it in s}) for k, s in enumerate(shares)]
     assert max(loads) - min(loads) <= 1
+    for name in {it[2] for it in items}:  # one run folder, one process
+        assert sum(any(it[2] == name for it in s) for s in shares) == 1
 
 
 def test_a_shard_keeps_the_searched_networks_of_its_own_seeds() -> None:
