@@ -230,11 +230,14 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _search_names(strategy: str, targets: list[float], seed: int) -> list[str]:
+    """The run folders of `seed`'s searches: one supernet for every target (evolution), or one per target."""
+    return [f"evolution_s{seed}"] if strategy == "evolution" else [f"search_{t:g}ms_s{seed}" for t in targets]
+
+
 def _search_done(args: argparse.Namespace, work: Path, targets: list[float], seed: int) -> bool:
     """Whether every search of `seed` has finished (its folders hold ``search.done``)."""
-    names = ([f"evolution_s{seed}"] if args.strategy == "evolution"
-             else [f"search_{t:g}ms_s{seed}" for t in targets])
-    return all((work / n / "search.done").is_file() for n in names)
+    return all((work / n / "search.done").is_file() for n in _search_names(args.strategy, targets, seed))
 
 
 def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets: list[float], seed: int
@@ -253,11 +256,11 @@ def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets:
         return folder
 
     if args.strategy == "evolution":
-        folder = run(f"evolution_s{seed}", [*EVOLUTION, f"search.latency_target_ms={targets[0]}",
+        folder = run(_search_names(args.strategy, targets, seed)[0], [*EVOLUTION, f"search.latency_target_ms={targets[0]}",
                                             f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"])
         return {t: folder / target_file(t) for t in targets}
-    return {t: run(f"search_{t:g}ms_s{seed}", [f"search.latency_target_ms={t}"]) / "student.arch.json"
-            for t in targets}
+    return {t: run(name, [f"search.latency_target_ms={t}"]) / "student.arch.json"
+            for t, name in zip(targets, _search_names(args.strategy, targets, seed))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,15 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             genome = random_genome(genome_space(net), np.random.default_rng(g_seed))
             t0 = time.perf_counter()
             with applied(net, genome):
+                derived = build_network(derive(net, "student", branches=cfg.space.branches))
+                n_params = sum(p.numel() for p in derived.parameters())
                 if variant == "supernet path":
                     model: Any = ArgmaxPath(net, "student")
                     params = list(net.weight_parameters())
-                    n_params = sum(p.numel() for p in build_network(
-                        derive(net, "student", branches=cfg.space.branches)).parameters())
                 else:
-                    model = build_network(derive(net, "student", branches=cfg.space.branches))
-                    params = list(model.parameters())
-                    n_params = sum(p.numel() for p in params)
+                    model, params = derived, list(derived.parameters())
                 model.train()
                 loss = _fit(model, params, cfg, train, args.steps, seed=g_seed)
                 model.eval()
