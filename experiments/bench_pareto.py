@@ -68,24 +68,17 @@ def arch_key(arch: Any) -> str:
 def draw_randoms(spec: Any, table: Any, shape: tuple[int, ...], target: float, n: int, seed: int, stem: float,
                  head: float, tolerance: float = 0.05, max_draws: int = 50_000) -> tuple[list[tuple[Any, float]], int]:
     """`n` random architectures of `spec` with table latency within ±`tolerance` of `target`, and how many were
-    drawn; draw k takes its widths from the k-th window of adjacent widths in turn (so every latency is
-    reachable), everything else at random. Only latency decides acceptance."""
-    import numpy as np
+    drawn (:func:`search_spaces.random_arch.draw_within`, the sampler the halving search draws from too: widths
+    from windows of adjacent widths in turn, everything else at random, rejection on latency only)."""
+    from search_spaces.random_arch import draw_within
 
-    from search_spaces.random_arch import random_architecture, width_windows
-
-    rng = np.random.default_rng(seed)
-    windows = width_windows(spec.widths)
-    found: list[tuple[Any, float]] = []
-    for draw in range(max_draws):
-        arch = random_architecture(spec, rng, stem_width=stem, head_width=head, widths=windows[draw % len(windows)])
-        lat = table.predict_architecture(arch, shape)
-        if abs(lat / target - 1) <= tolerance:
-            found.append((arch.with_meta(source="bench_pareto random", draw=draw, predicted_latency_ms=lat), lat))
-            if len(found) == n:
-                return found, draw + 1
-    raise SystemExit(f"only {len(found)} of {n} random architectures within ±{100 * tolerance:.0f}% of "
-                     f"{target:.2f} ms in {max_draws} draws")
+    found, draws = draw_within(spec, lambda a: table.predict_architecture(a, shape),
+                               lambda lat: abs(lat / target - 1) <= tolerance, n, seed, stem, head,
+                               max_draws=max_draws)
+    if len(found) < n:
+        raise SystemExit(f"only {len(found)} of {n} random architectures within ±{100 * tolerance:.0f}% of "
+                         f"{target:.2f} ms in {max_draws} draws")
+    return [(a.with_meta(source="bench_pareto random", predicted_latency_ms=lat), lat) for a, lat in found], draws
 
 
 def auto_targets(spec: Any, table: Any, shape: tuple[int, ...], stem: float, head: float, n: int = 400,

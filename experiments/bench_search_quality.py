@@ -32,26 +32,17 @@ def similar_random_architectures(searched: Any, target: float, table: Any, input
     """`n` random architectures of the searched one's space whose table latency is within `tolerance` (relative)
     of `target` (the searched one's), with their latencies; the same branch kind, stem and head widths. Draw k
     takes its cell widths from the k-th of :func:`width_windows` in turn, so a searched network at either end
-    of the space's latency range still has random neighbours (uniform widths land near the median)."""
-    import numpy as np
-
-    from search_spaces.random_arch import random_architecture, width_windows
+    of the space's latency range still has random neighbours (:func:`search_spaces.random_arch.draw_within`)."""
+    from search_spaces.random_arch import draw_within
 
     ends = tuple(b.cells[-1].scale for b in searched.branches)
-    rng = np.random.default_rng(seed)
-    windows = width_windows(searched.space.widths)
-    found: list[tuple[Any, float]] = []
-    for draw in range(max_draws):
-        arch = random_architecture(searched.space, rng, branches=ends, stem_width=searched.stem_width,
-                                   head_width=searched.head_width, widths=windows[draw % len(windows)])
-        lat = table.predict_architecture(arch, input_shape)
-        if abs(lat / target - 1) <= tolerance:
-            found.append((arch.with_meta(source="bench_search_quality random", draw=draw, predicted_latency_ms=lat),
-                          lat))
-            if len(found) == n:
-                return found
-    raise SystemExit(f"only {len(found)} of {n} random architectures within ±{100 * tolerance:.0f}% of "
-                     f"{target:.2f} ms in {max_draws} draws: widen --tolerance")
+    found, _ = draw_within(searched.space, lambda a: table.predict_architecture(a, input_shape),
+                           lambda lat: abs(lat / target - 1) <= tolerance, n, seed, searched.stem_width,
+                           searched.head_width, branches=ends, max_draws=max_draws)
+    if len(found) < n:
+        raise SystemExit(f"only {len(found)} of {n} random architectures within ±{100 * tolerance:.0f}% of "
+                         f"{target:.2f} ms in {max_draws} draws: widen --tolerance")
+    return [(a.with_meta(source="bench_search_quality random", predicted_latency_ms=lat), lat) for a, lat in found]
 
 
 def _summary(name: str, mious: list[float]) -> dict[str, Any]:

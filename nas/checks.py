@@ -28,9 +28,10 @@ def check_config(cfg: Any) -> None:
     if cfg.search.latency_target_ms < 0:
         raise ConfigError(f"config key 'search.latency_target_ms': cannot be negative, got {cfg.search.latency_target_ms}")
     sc = cfg.search
-    if sc.strategy == "evolution":
+    if sc.strategy in ("evolution", "halving"):
         if sc.latency_target_ms <= 0:
-            raise ConfigError("config key 'search.latency_target_ms': search.strategy=evolution needs a latency target")
+            raise ConfigError(f"config key 'search.latency_target_ms': search.strategy={sc.strategy} needs a latency "
+                              "target")
         if any(t <= 0 for t in sc.extra_targets_ms):
             raise ConfigError(f"config key 'search.extra_targets_ms': targets must be positive, got {list(sc.extra_targets_ms)}")
         if not 0 < sc.evolution_window <= 1:
@@ -39,6 +40,11 @@ def check_config(cfg: Any) -> None:
             raise ConfigError("config keys 'search.evolution_*': population ≥ 2, generations ≥ 0 and calib_batches "
                               f"≥ 1, got {sc.evolution_population}, {sc.evolution_generations}, "
                               f"{sc.evolution_calib_batches}")
+    if sc.strategy == "halving" and (sc.halving_candidates < 2 or sc.halving_iters < 1 or sc.halving_eta < 2
+                                     or sc.halving_score_batches < 0):
+        raise ConfigError("config keys 'search.halving_*': candidates ≥ 2, iters ≥ 1, eta ≥ 2 and score_batches ≥ 0, "
+                          f"got {sc.halving_candidates}, {sc.halving_iters}, {sc.halving_eta}, "
+                          f"{sc.halving_score_batches}")
     from nas.data import check_data_config
 
     check_data_config(cfg.data)

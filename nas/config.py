@@ -177,16 +177,21 @@ class SearchConfig:
     fine_grained: bool = False  # FasterSeg's decoupled α/β/γ latency weighting (0.002 / 0.994 / 0.004)
     # native: our supernet, differentiable (FasterSeg); evolution: our supernet trained one-shot (uniform single
     # paths, no architecture steps), then an evolutionary search scored on split B; nni-*: NNI's DARTS /
-    # GumbelDARTS / RandomOneShot (the `nni` extra)
-    strategy: Literal["native", "evolution", "nni-darts", "nni-gumbel", "nni-random"] = "native"
+    # GumbelDARTS / RandomOneShot (the `nni` extra); halving: random architectures within the target, each
+    # trained alone briefly, the best half trained on, until one is left (no supernet)
+    strategy: Literal["native", "evolution", "halving", "nni-darts", "nni-gumbel", "nni-random"] = "native"
     nni_candidates: int = 8  # nni-random: sampled architectures scored (loss + latency term) on split B
-    extra_targets_ms: tuple[float, ...] = ()  # evolution: more targets, one student each from the same supernet
+    extra_targets_ms: tuple[float, ...] = ()  # evolution, halving: more targets, one student each
     evolution_population: int = 16  # candidates per generation
     evolution_generations: int = 8  # generations after the random first one
     evolution_mutation: float = 0.1  # per-row redraw probability of a mutation
-    evolution_window: float = 0.95  # candidates must price within [window × T, T]
+    evolution_window: float = 0.95  # evolution and halving: candidates must price within [window × T, T]
     evolution_calib_batches: int = 8  # split-A batches that re-estimate BatchNorm statistics per candidate
     evolution_score_batches: int = 8  # split-B batches a candidate is scored on (0 = all of split B)
+    halving_candidates: int = 8  # halving: random architectures drawn within [window × T, T] per target
+    halving_iters: int = 100  # halving: training iterations of every candidate in the first rung
+    halving_eta: int = 2  # halving: the best 1/η go on to η× as many iterations, until one is left
+    halving_score_batches: int = 0  # halving: split-B batches a candidate is scored on (0 = all of split B)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from search_spaces.arch import Architecture, Branch, Cell, SpaceSpec
 from search_spaces.upsample import UPSAMPLERS
 
-__all__ = ["BRANCH_PAIRS", "random_architecture", "width_windows"]
+__all__ = ["BRANCH_PAIRS", "draw_within", "random_architecture", "width_windows"]
 
 BRANCH_PAIRS: tuple[tuple[int, int], ...] = ((32, 16), (32, 8))  # FasterSeg's two kinds of derived network
 
@@ -139,3 +139,26 @@ def _branch(scales: list[int], ops: list[str], widths: list[float],
     steps = int(round(np.log2(scales[-1] / scales[0])))
     cells = tuple(Cell(scale=s, op=o, width=w) for s, o, w in zip(scales, ops, widths))
     return Branch(cells=cells, upsample=up_choice(steps))
+
+
+def draw_within(spec: SpaceSpec, price: Callable[[Architecture], float], accept: Callable[[float], bool], n: int,
+                seed: int | Sequence[int], stem_width: float = 8 / 12, head_width: float = 8 / 12,
+                branches: tuple[int, ...] | None = None, upsample: str = "random", max_draws: int = 50_000,
+                ) -> tuple[list[tuple[Architecture, float]], int]:
+    """The first `n` random architectures whose price (table latency, ms) `accept` takes, with their prices, and
+    how many were drawn. Draw k takes its cell widths from the k-th window of :func:`width_windows` in turn, so that
+    every latency of the space is reachable (widths drawn per cell average out near the median); everything else
+    is :func:`random_architecture`'s. Only the price decides acceptance, never anything learnt. Returns fewer
+    than `n` when `max_draws` run out."""
+    rng = np.random.default_rng(seed)
+    windows = width_windows(spec.widths)
+    found: list[tuple[Architecture, float]] = []
+    draw = 0
+    while draw < max_draws and len(found) < n:
+        arch = random_architecture(spec, rng, branches=branches, stem_width=stem_width, head_width=head_width,
+                                   upsample=upsample, widths=windows[draw % len(windows)])
+        draw += 1
+        lat = price(arch)
+        if accept(lat):
+            found.append((arch, lat))
+    return found, draw

@@ -8,7 +8,7 @@ import sys
 
 __all__ = ["register", "STRATEGY_CHOICES"]
 
-STRATEGY_CHOICES = ("native", "evolution", "nni-darts", "nni-gumbel", "nni-random")
+STRATEGY_CHOICES = ("native", "evolution", "halving", "nni-darts", "nni-gumbel", "nni-random")
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES,
                    help="native (default: differentiable), evolution (one-shot supernet, then an evolutionary "
-                        "search; one student per target) or an NNI one-shot strategy, which needs the `nni` "
-                        "extra (shortcut for --set search.strategy=...)")
+                        "search; one student per target), halving (random architectures within the target, "
+                        "trained alone briefly, successive halving; one student per target) or an NNI one-shot "
+                        "strategy, which needs the `nni` extra (shortcut for --set search.strategy=...)")
     p.set_defaults(func=_search)
 
 
