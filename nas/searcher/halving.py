@@ -30,7 +30,6 @@ import math
 import shutil
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
