@@ -5,7 +5,8 @@ random architectures of the space, i.e. spread over its reachable range):
 
 * ``searched``: the student of ``--searches`` independent searches (seeds 0, 1, …) under that target
   (``--strategy evolution``: group ``searched:evolution``, one one-shot supernet per seed evolved for every target,
-  with the :data:`EVOLUTION` schedule);
+  with the :data:`EVOLUTION` schedule; ``--strategy halving``: group ``searched:halving``, the quick start's
+  successive halving, :data:`HALVING`);
 * ``random``: ``--randoms`` architectures of the same space whose table latency is within ±5% of the target, all
   drawn before any is trained by one sampler (:func:`draw_randoms`: each draw takes its cell widths from the next
   window of two adjacent widths, upsamplers and branch pairs at random; rejection on table latency only);
@@ -23,7 +24,8 @@ latency against mIoU.
     .venv/bin/python experiments/bench_pareto.py                      # the benchmark (hours on 2 CPU cores)
     .venv/bin/python experiments/bench_pareto.py --quick              # smoke run on tiny settings, a few minutes
 
-Resumable: searches and retrains are cached under ``--work`` (a network's folder is named by the hash of its
+Rows of another ``--strategy`` already in the CSV for the same targets are kept (and re-timed), so strategies
+searched on one plan are compared side by side. Resumable: searches and retrains are cached under ``--work`` (a network's folder is named by the hash of its
 architecture, or family and width), and a network already in the CSV is not trained again (its row is kept, and
 re-timed when its model file is still there).
 """
@@ -56,6 +58,10 @@ EVOLUTION = ("search.strategy=evolution", "search.teacher=false", "search.warmup
              "search.weight_decay=0.0001",
              "search.evolution_population=16", "search.evolution_generations=6", "search.evolution_calib_batches=8",
              "search.evolution_score_batches=16")
+# --strategy halving: the quick start's successive halving (8 random networks within [0.95 T, T], 100 / 200 / 400
+# iterations each on the retrain's recipe), one run per seed for every target
+HALVING = ("search.strategy=halving", "search.halving_candidates=8", "search.halving_iters=100", "search.halving_eta=2")
+ONE_RUN = {"evolution": EVOLUTION, "halving": HALVING}  # strategies that search every target in one run
 FIELDS = ("target_ms", "group", "name", "seed", "table_ms", "measured_ms", "params_m", "miou", "width", "model")
 
 
@@ -224,8 +230,8 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _search_names(strategy: str, targets: list[float], seed: int) -> list[str]:
-    """The run folders of `seed`'s searches: one supernet for every target (evolution), or one per target."""
-    return [f"evolution_s{seed}"] if strategy == "evolution" else [f"search_{t:g}ms_s{seed}" for t in targets]
+    """The run folders of `seed`'s searches: one run for every target (evolution, halving), or one per target."""
+    return [f"{strategy}_s{seed}"] if strategy in ONE_RUN else [f"search_{t:g}ms_s{seed}" for t in targets]
 
 
 def _search_done(args: argparse.Namespace, work: Path, targets: list[float], seed: int) -> bool:
@@ -236,7 +242,7 @@ def _search_done(args: argparse.Namespace, work: Path, targets: list[float], see
 def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets: list[float], seed: int
             ) -> dict[float, Path]:
     """The searched student of every target for one seed (cached): one search per target (native), or one
-    supernet and its evolution for all targets (evolution)."""
+    run for all targets (evolution: one supernet and its evolution; halving: one pool of candidates per target)."""
     import nas
     from nas.searcher.evolution import target_file
 
@@ -248,9 +254,10 @@ def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets:
             (folder / "search.done").write_text("")
         return folder
 
-    if args.strategy == "evolution":
-        folder = run(_search_names(args.strategy, targets, seed)[0], [*EVOLUTION, f"search.latency_target_ms={targets[0]}",
-                                            f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"])
+    if args.strategy in ONE_RUN:
+        extra = [f"search.latency_target_ms={targets[0]}",
+                 f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"]
+        folder = run(_search_names(args.strategy, targets, seed)[0], [*ONE_RUN[args.strategy], *extra])
         return {t: folder / target_file(t) for t in targets}
     return {t: run(name, [f"search.latency_target_ms={t}"]) / "student.arch.json"
             for t, name in zip(targets, _search_names(args.strategy, targets, seed))}
@@ -262,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], help="config override for every search and retrain")
     p.add_argument("--targets", default="auto", help="comma-separated ms, or auto (20/50/80th pct of random)")
     p.add_argument("--searches", type=int, default=3)
-    p.add_argument("--strategy", choices=("native", "evolution"), default="native",
+    p.add_argument("--strategy", choices=("native", *ONE_RUN), default="native",
                    help="native: one differentiable search per target and seed; evolution: one one-shot supernet "
-                        "per seed, evolved for every target (EVOLUTION overrides)")
+                        "per seed, evolved for every target (EVOLUTION overrides); halving: one successive "
+                        "halving per seed and target (HALVING overrides)")
     p.add_argument("--randoms", type=int, default=8)
     p.add_argument("--baselines", default="bisenetv2,ppliteseg,ddrnet")
     p.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds")
@@ -385,12 +393,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     items = [p for t in targets for p in plans[t]]
     if shard:
-        cost = len(targets) + (4 if args.strategy == "evolution" else len(targets))  # a seed's search + retrains
+        cost = len(targets) + {"evolution": 4, "halving": 1}.get(args.strategy, len(targets))  # search + retrains
         mine = share(items, searched, args.searches, *shard, search_cost=cost)
         for target, group, name, seed, extra, path, *_ in mine:
             train_or_reuse(run_cfg(name, seed, extra), path)
             print(f"  shard {args.shard}: {group} {name} at {target:g} ms done", flush=True)
         return 0
+    # the students of another strategy searched on this plan stay in the table, side by side with this one's
+    rows.extend(r for r in done.values() if str(r["group"]).startswith("searched") and r["group"] != searched
+                and r["target_ms"] in targets)
     for target, group, name, seed, extra, path, lat, *width in items:
         train(target, group, name, seed, extra, path, lat, width[0] if width else None)
 

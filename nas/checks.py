@@ -40,11 +40,11 @@ def check_config(cfg: Any) -> None:
             raise ConfigError("config keys 'search.evolution_*': population ≥ 2, generations ≥ 0 and calib_batches "
                               f"≥ 1, got {sc.evolution_population}, {sc.evolution_generations}, "
                               f"{sc.evolution_calib_batches}")
-    if sc.strategy == "halving" and (sc.halving_candidates < 2 or sc.halving_iters < 1 or sc.halving_eta < 2
-                                     or sc.halving_score_batches < 0):
-        raise ConfigError("config keys 'search.halving_*': candidates ≥ 2, iters ≥ 1, eta ≥ 2 and score_batches ≥ 0, "
-                          f"got {sc.halving_candidates}, {sc.halving_iters}, {sc.halving_eta}, "
-                          f"{sc.halving_score_batches}")
+    if sc.strategy == "halving":
+        for key, value, least in (("candidates", sc.halving_candidates, 2), ("iters", sc.halving_iters, 1),
+                                  ("eta", sc.halving_eta, 2), ("score_batches", sc.halving_score_batches, 0)):
+            if value < least:
+                raise ConfigError(f"config key 'search.halving_{key}': must be at least {least}, got {value}")
     from nas.data import check_data_config
 
     check_data_config(cfg.data)
