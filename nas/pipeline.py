@@ -99,7 +99,7 @@ def _stage_paths(run: Path, stage: str) -> list[Path]:
     return {
         "search": [run / n for n in ("search.ckpt", "student.arch.json", "teacher.arch.json", "metrics.csv",
                                      "arch_evolution.png", "student_trellis.png", "teacher_trellis.png",
-                                     "evolution.json")] + sorted(run.glob("student_*ms.arch.json")),
+                                     "evolution.json", "halving")] + sorted(run.glob("student_*ms.arch.json")),
         "teacher": [run / "teacher"],
         "student": [run / "student"],
         "export": [run / "student" / "export"],

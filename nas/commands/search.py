@@ -51,8 +51,9 @@ def _search(args: argparse.Namespace) -> int:
     run = result.run_dir
     history = load_checkpoint(run.file(CHECKPOINT)).get("history", [])
     spec = result.student.space
-    render_evolution(evolution_data(history, spec.ops, spec.widths), run.file("arch_evolution.png"),
-                     title=f"search {cfg.run.name}")
+    if history:  # halving has no architecture parameters to trace
+        render_evolution(evolution_data(history, spec.ops, spec.widths), run.file("arch_evolution.png"),
+                         title=f"search {cfg.run.name}")
     render_trellis(trellis_diagram(result.student), run.file("student_trellis.png"), title="derived student")
     if result.teacher is not None:
         render_trellis(trellis_diagram(result.teacher), run.file("teacher_trellis.png"), title="derived teacher")
@@ -61,5 +62,6 @@ def _search(args: argparse.Namespace) -> int:
         print(f"table latency of the student: {result.student_latency_ms:.2f} ms "
               f"(target {cfg.search.latency_target_ms:g} ms at {cfg.latency.input_hw[0]}x{cfg.latency.input_hw[1]})")
     outputs = "student.arch.json, teacher.arch.json" if result.teacher is not None else "student.arch.json"
-    print(f"results: {run.path}/ ({outputs}, metrics.csv, arch_evolution.png)")
+    plot = ", arch_evolution.png" if history else ""
+    print(f"results: {run.path}/ ({outputs}, metrics.csv{plot})")
     return 0

@@ -72,7 +72,8 @@ def test_halving_cli_writes_one_student_per_target_within_its_window(tmp_path):
     assert rungs[["candidates", "iters"]].values.tolist() == [[4, 2], [2, 4]] * 2  # two rungs per target
     assert (rungs["best_loss_b"] <= rungs["median_loss_b"]).all()
     assert not (run / halving.WEIGHTS).exists()  # the candidates' weights are removed once the search ends
-    assert "table latency of the student" in res.stdout
+    assert (run / "student_trellis.png").is_file() and not (run / "arch_evolution.png").exists()  # nothing to trace
+    assert "table latency of the student" in res.stdout and "arch_evolution" not in res.stdout
 
 
 @pytest.mark.slow
