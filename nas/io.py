@@ -213,12 +213,21 @@ class RunDir:
         return run
 
     def attach_log(self) -> None:
-        """Send the library's log records to `<run>/log.txt` as well as the console."""
-        target = str((self.path / "log.txt").resolve())
+        """Send the library's log records to `<run>/log.txt` as well as the console. The log of an enclosing run
+        (a pipeline's, for its teacher and student) keeps receiving them; a sibling run's, which one process may
+        have opened before (a benchmark training network after network), stops, so its log holds its own run."""
+        run = self.path.resolve()
+        target = str(run / "log.txt")
         root = logging.getLogger()
+        for h in list(root.handlers):
+            owner = getattr(h, "nas_run", None)
+            if owner is not None and owner != run and owner not in run.parents:
+                root.removeHandler(h)
+                h.close()
         if any(getattr(h, "baseFilename", None) == target for h in root.handlers):
             return
         handler = logging.FileHandler(target)
+        handler.nas_run = run  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:

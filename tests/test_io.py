@@ -86,3 +86,28 @@ def test_run_dir_on_a_missing_device_makes_nothing(tmp_path):
     with pytest.raises(UserError, match="CUDA is not available"):
         RunDir.create(cfg)
     assert not (tmp_path / "r3").exists()
+
+
+def test_run_logs_hold_their_own_run_and_what_runs_inside_it(tmp_path):
+    """One process, several runs (a benchmark): a pipeline's log also gets its student's lines, but a finished
+    sibling run's log gets nothing of the next run's."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    log = logging.getLogger("nas.test_io")
+    try:
+        first = RunDir.create(ExperimentConfig(), root=tmp_path, name="first")
+        log.info("line of first")
+        pipeline = RunDir.create(ExperimentConfig(), root=tmp_path, name="second")
+        RunDir.create(ExperimentConfig(), root=tmp_path / "second", name="student")
+        log.info("line of the student")
+        for h in root.handlers:
+            h.flush()
+        assert (first.path / "log.txt").read_text().count("line of") == 1
+        assert "line of the student" in (pipeline.path / "log.txt").read_text()
+        assert "line of the student" in (tmp_path / "second" / "student" / "log.txt").read_text()
+    finally:
+        for h in [h for h in root.handlers if h not in before]:
+            root.removeHandler(h)
+            h.close()
