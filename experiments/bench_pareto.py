@@ -246,18 +246,18 @@ def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets:
     import nas
     from nas.searcher.evolution import target_file
 
-    def run(name: str, extra: list[str]) -> Path:
+    def run(name: str, extra: list[str], defaults: tuple[str, ...] = ()) -> Path:
         folder = work / name
-        if not (folder / "search.done").is_file():
-            nas.search(nas.load_config(args.config, [*overrides, *extra, f"run.root={work}", f"run.name={name}",
-                                                     f"run.seed={seed}"]))
+        if not (folder / "search.done").is_file():  # the strategy's defaults first: --set overrides them
+            nas.search(nas.load_config(args.config, [*defaults, *overrides, *extra, f"run.root={work}",
+                                                     f"run.name={name}", f"run.seed={seed}"]))
             (folder / "search.done").write_text("")
         return folder
 
     if args.strategy in ONE_RUN:
         extra = [f"search.latency_target_ms={targets[0]}",
                  f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"]
-        folder = run(_search_names(args.strategy, targets, seed)[0], [*ONE_RUN[args.strategy], *extra])
+        folder = run(_search_names(args.strategy, targets, seed)[0], extra, ONE_RUN[args.strategy])
         return {t: folder / target_file(t) for t in targets}
     return {t: run(name, [f"search.latency_target_ms={t}"]) / "student.arch.json"
             for t, name in zip(targets, _search_names(args.strategy, targets, seed))}
