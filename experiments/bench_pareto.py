@@ -229,14 +229,18 @@ def render(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _search_names(strategy: str, targets: list[float], seed: int) -> list[str]:
-    """The run folders of `seed`'s searches: one run for every target (evolution, halving), or one per target."""
-    return [f"{strategy}_s{seed}"] if strategy in ONE_RUN else [f"search_{t:g}ms_s{seed}" for t in targets]
+def _search_names(strategy: str, targets: list[float], seed: int, label: str = "") -> list[str]:
+    """The run folders of `seed`'s searches: one run for every target (evolution, halving), or one per target;
+    a `label` names a variant of the strategy (its own folders and group)."""
+    if strategy in ONE_RUN:
+        return [f"{label or strategy}_s{seed}"]
+    return [f"search{'_' + label if label else ''}_{t:g}ms_s{seed}" for t in targets]
 
 
 def _search_done(args: argparse.Namespace, work: Path, targets: list[float], seed: int) -> bool:
     """Whether every search of `seed` has finished (its folders hold ``search.done``)."""
-    return all((work / n / "search.done").is_file() for n in _search_names(args.strategy, targets, seed))
+    return all((work / n / "search.done").is_file()
+               for n in _search_names(args.strategy, targets, seed, args.label))
 
 
 def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets: list[float], seed: int
@@ -257,10 +261,10 @@ def _search(args: argparse.Namespace, overrides: list[str], work: Path, targets:
     if args.strategy in ONE_RUN:
         extra = [f"search.latency_target_ms={targets[0]}",
                  f"search.extra_targets_ms=[{','.join(f'{t:g}' for t in targets[1:])}]"]
-        folder = run(_search_names(args.strategy, targets, seed)[0], extra, ONE_RUN[args.strategy])
+        folder = run(_search_names(args.strategy, targets, seed, args.label)[0], extra, ONE_RUN[args.strategy])
         return {t: folder / target_file(t) for t in targets}
     return {t: run(name, [f"search.latency_target_ms={t}"]) / "student.arch.json"
-            for t, name in zip(targets, _search_names(args.strategy, targets, seed))}
+            for t, name in zip(targets, _search_names(args.strategy, targets, seed, args.label))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="native: one differentiable search per target and seed; evolution: one one-shot supernet "
                         "per seed, evolved for every target (EVOLUTION overrides); halving: one successive "
                         "halving per seed and target (HALVING overrides)")
+    p.add_argument("--label", default="",
+                   help="name of a variant of the strategy (its --set overrides): its searches get their own folders "
+                        "and the group searched:LABEL, beside the strategy's own")
     p.add_argument("--randoms", type=int, default=8)
     p.add_argument("--baselines", default="bisenetv2,ppliteseg,ddrnet")
     p.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds")
@@ -350,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {group:<20} {name}: {100 * scores['miou']:.1f}% ({time.perf_counter() - t0:.0f} s)", flush=True)
         atomic_write_csv(out, [{k: r.get(k) for k in FIELDS} for r in rows])
 
-    searched = "searched" if args.strategy == "native" else f"searched:{args.strategy}"
+    variant = args.label or ("" if args.strategy == "native" else args.strategy)
+    searched = f"searched:{variant}" if variant else "searched"
     plans: dict[float, list[tuple]] = {t: [] for t in targets}  # trained target by target, searched first
     own_seeds = [] if args.prepare else [s for s in range(args.searches) if not shard or s % shard[1] == shard[0]]
     for seed in own_seeds:

@@ -59,3 +59,10 @@ def test_percentile_and_bootstrap_interval() -> None:
     assert 0 < lo < hi  # clearly better than the random median
     lo, hi = bp.bootstrap_diff([0.46, 0.47, 0.48], randoms)
     assert lo < 0 < hi  # indistinguishable from it
+
+
+def test_search_folders_per_strategy_and_variant() -> None:
+    assert bp._search_names("evolution", [4.0, 5.0], 1) == ["evolution_s1"]
+    assert bp._search_names("halving", [4.0, 5.0], 2, "halving16") == ["halving16_s2"]
+    assert bp._search_names("native", [4.0, 5.5], 0) == ["search_4ms_s0", "search_5.5ms_s0"]
+    assert bp._search_names("native", [4.0], 0, "long") == ["search_long_4ms_s0"]
