@@ -195,7 +195,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"  {group}  {statistics.mean(s):.1f} ± {sd:.1f} (n = {len(s)}, measured {ms:.2f} ms)")
             if len(rnd) > 1:
                 lo, hi = bootstrap_diff(s, rnd)
-                lines.append(f"    at the {percentile_of(statistics.mean(s), rnd):.0f}th percentile of random; "
+                lines.append(f"    percentile among random {percentile_of(statistics.mean(s), rnd):.0f}; "
                              f"mean − random median 95% CI [{lo:+.1f}, {hi:+.1f}]")
         for r in at:
             if str(r["group"]).startswith("baseline:"):
