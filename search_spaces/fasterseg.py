@@ -483,10 +483,10 @@ def _share_kernels(ops: nn.ModuleList) -> None:
 
 def create_supernet(cfg: Any, num_classes: int) -> Supernet:
     """The supernet a :class:`nas.config.SpaceConfig` describes."""
-    from search_spaces.registry import space_from_config
+    from search_spaces.registry import branches_from_config, space_from_config
 
     spec = space_from_config(cfg, num_classes)
-    main = tuple(int(s) for s in cfg.branches.split(",")) if cfg.branches != "auto" else None
+    main = branches_from_config(cfg)
     net = Supernet(spec, num_classes, mode=cfg.mode, shared_kernels=cfg.shared_kernels,
                    student_stem_width=cfg.student_stem_width, student_head_width=cfg.student_head_width,
                    upsample=cfg.upsample, main_branches=main)

@@ -12,7 +12,7 @@ from typing import Any
 from nas.registry import Registry
 from search_spaces.arch import SpaceSpec
 
-__all__ = ["SPACES", "register_space", "space_spec", "list_spaces", "space_from_config"]
+__all__ = ["SPACES", "register_space", "space_spec", "list_spaces", "space_from_config", "branches_from_config"]
 
 SPACES: Registry[Callable[[], SpaceSpec]] = Registry("search space")  # name → factory of its SpaceSpec
 
@@ -48,3 +48,8 @@ def space_from_config(cfg: Any, num_classes: int) -> SpaceSpec:
     """The SpaceSpec a `SpaceConfig` section describes, for a dataset with `num_classes` classes."""
     return space_spec(cfg.name, layers=cfg.layers, fch=cfg.fch, ops=cfg.ops, widths=cfg.widths,
                       num_classes=num_classes)
+
+
+def branches_from_config(cfg: Any) -> tuple[int, ...] | None:
+    """The ending scales a `SpaceConfig`'s ``branches`` names ("32,16" → (32, 16)); None for ``auto``."""
+    return None if cfg.branches == "auto" else tuple(int(s) for s in cfg.branches.split(","))

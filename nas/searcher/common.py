@@ -18,7 +18,7 @@ from nas.io import RunDir
 from search_spaces.arch import Architecture
 
 __all__ = ["CHECKPOINT", "ArgmaxPath", "SearchResult", "arch_entropies", "search_splits", "seg_loss",
-           "finish_student",
+           "finish_student", "search_targets",
            "with_distill"]
 
 CHECKPOINT = "search.ckpt"
@@ -66,6 +66,12 @@ def search_splits(cfg: ExperimentConfig) -> tuple[Any, KeyedSubset, KeyedSubset]
     if n_a < cfg.data.batch_size or n - n_a < cfg.data.batch_size:
         raise UserError(f"the train split ({n} images) is too small to cut into A/B batches of {cfg.data.batch_size}")
     return train, KeyedSubset(train, order[:n_a]), KeyedSubset(train, order[n_a:])
+
+
+def search_targets(sc: Any) -> list[float]:
+    """The latency targets a one-run-for-every-target strategy searches: ``search.latency_target_ms`` first, then
+    every other of ``search.extra_targets_ms``."""
+    return [sc.latency_target_ms, *(t for t in sc.extra_targets_ms if t != sc.latency_target_ms)]
 
 
 def seg_loss(ce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], out: dict[str, torch.Tensor],

@@ -43,12 +43,12 @@ from nas.io import RunDir, load_checkpoint, resume_checkpoint, save_checkpoint
 from nas.latency.cache import open_table
 from nas.losses import OhemCrossEntropy, check_finite
 from nas.optim import make_optimizer
-from nas.searcher.common import CHECKPOINT, SearchResult, search_splits, with_distill
+from nas.searcher.common import CHECKPOINT, SearchResult, search_splits, search_targets, with_distill
 from nas.searcher.evolution import target_file
 from search_spaces.arch import Architecture, save_architecture
 from search_spaces.builder import build_network
 from search_spaces.random_arch import draw_within
-from search_spaces.registry import space_from_config
+from search_spaces.registry import branches_from_config, space_from_config
 from search_spaces.upsample import resize
 
 __all__ = ["rung_plan", "Halving", "run_halving"]
@@ -75,12 +75,15 @@ def rung_plan(candidates: int, iters: int, eta: int) -> list[tuple[int, int]]:
 class Halving:
     """The successive-halving search of one run, for one or more targets (construct, then :meth:`search`)."""
 
-    def __init__(self, cfg: ExperimentConfig, run: RunDir, table: Any, device: torch.device,
-                 state: dict[str, Any] | None):
-        self.cfg, self.run, self.table, self.device = cfg, run, table, device
+    def __init__(self, cfg: ExperimentConfig, run: RunDir, device: torch.device, state: dict[str, Any] | None):
+        self.cfg, self.run, self.device = cfg, run, device
         info = dataset_info(cfg.data)
         self.spec = space_from_config(cfg.space, info.num_classes)
         self.shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
+        space = cfg.space
+        self.table = open_table(cfg.latency, self.spec, (space.student_stem_width, 1.0),
+                                (space.student_head_width, 1.0), device=device)
+        set_threads(cfg.run.threads)  # the table's timing backend set its own thread count
         train, self.split_a, split_b = search_splits(cfg)
         plain = build_dataset(cfg.data, "train", augment=False)  # split B as it is: every candidate, same pixels
         self.score_loader = build_loader(cfg.data, "train", shuffle=False, drop_last=False,
@@ -101,10 +104,9 @@ class Halving:
         the space's architectures price within the window."""
         sc, space = self.cfg.search, self.cfg.space
         lo = sc.evolution_window * target
-        branches = None if space.branches == "auto" else tuple(int(s) for s in space.branches.split(","))
         found, draws = draw_within(self.spec, self.price, lambda lat: lo <= lat <= target, sc.halving_candidates,
                                    (self.cfg.run.seed, ti, _STREAM), space.student_stem_width,
-                                   space.student_head_width, branches=branches,
+                                   space.student_head_width, branches=branches_from_config(space),
                                    upsample="random" if space.upsample == "search" else space.upsample,
                                    max_draws=20_000)
         if len(found) < 2:
@@ -234,14 +236,8 @@ def run_halving(cfg: ExperimentConfig, resume: bool = False) -> SearchResult:
                         f"another --name")
     set_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
-    device = resolve_device(cfg.run.device)
-    info = dataset_info(cfg.data)
-    spec = space_from_config(cfg.space, info.num_classes)
-    table = open_table(cfg.latency, spec, (cfg.space.student_stem_width, 1.0), (cfg.space.student_head_width, 1.0),
-                       device=device)
-    set_threads(cfg.run.threads)  # the table's timing backend set its own thread count
-    halving = Halving(cfg, run, table, device, state)
-    targets = [sc.latency_target_ms, *(t for t in sc.extra_targets_ms if t != sc.latency_target_ms)]
+    halving = Halving(cfg, run, resolve_device(cfg.run.device), state)
+    targets = search_targets(sc)
     pools = [halving.draw(t, ti) for ti, t in enumerate(targets)]  # refused here, before the folder is written
     RunDir.create(cfg)
     if state is None:

@@ -39,6 +39,7 @@ from nas.searcher.common import (
     arch_entropies,
     finish_student,
     search_splits,
+    search_targets,
     seg_loss,
     with_distill,
 )
@@ -326,8 +327,7 @@ class SearchJob:
         if self.table is None:
             raise UserError("search.strategy=evolution needs a latency target: set search.latency_target_ms")
         shape = (cfg.latency.batch, 3, *cfg.latency.input_hw)
-        targets = [sc.latency_target_ms, *(t for t in sc.extra_targets_ms if t != sc.latency_target_ms)]
-        return targets, lambda arch: self.table.predict_architecture(arch, shape)
+        return search_targets(sc), lambda arch: self.table.predict_architecture(arch, shape)
 
     def check_targets(self) -> None:
         """Refuse, before any training, a target that no architecture of the space can meet."""
